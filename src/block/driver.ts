@@ -1,0 +1,137 @@
+/**
+ * The contract between the block layer and the formats.
+ *
+ * A format is a `FormatDriver` (static: probe, open, create) that opens a `FormatLayer` (one
+ * image file of one format on top of one Protocol). A layer answers only for itself: where its
+ * own data is, what its header says. The generic layer (src/block/image.ts) checks every request
+ * once before a layer sees it, emulates capabilities a layer lacks, and owns backing chains; a
+ * layer reads unallocated ranges through the `BackingReader` it was given, never opening files
+ * of its own accord except through `OpenContext.openFile`.
+ *
+ * New methods are added as optional members at the end, and every driver migrates in the same change.
+ */
+import type { Preallocation, Protocol } from '../protocols/types.js';
+
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+/** What a layer says about one run starting at the queried offset. */
+export interface LayerStatus {
+  /** Bytes from the queried offset that share this status; at least 1, at most the queried length. */
+  length: number;
+  /** false: this layer does not define these bytes; ask the backing file (or read zeros without one). */
+  allocated: boolean;
+  /** The bytes read as zeros (meaningful when allocated). */
+  zero: boolean;
+  /** The bytes are stored as data in this layer (false for zero clusters and holes). */
+  data: boolean;
+  /** Where the bytes are in `hostFile` (for `map`), when they are stored uncompressed and plainly. */
+  hostOffset?: number;
+  /** The file holding the data, when it is not the layer's own file (external data files, extents). */
+  hostFile?: string;
+  /** Stored compressed (never has a hostOffset). */
+  compressed?: boolean;
+}
+
+/** Reads a range of the backing chain below a layer; zeros where there is no backing or past its end. */
+export interface BackingReader {
+  read(buf: Uint8Array, offset: number): Promise<void>;
+  /** Whether anything is below this layer. */
+  readonly present: boolean;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  vmStateSize: number;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: number;
+  icount?: number;
+}
+
+/** A layer's own description, for `info`; the generic layer adds filename, sizes, chain fields. */
+export interface LayerInfo {
+  clusterSize?: number;
+  encrypted?: boolean;
+  dirty?: boolean;
+  /** Backing file name exactly as stored in the image, and its format if recorded. */
+  backingFile?: string;
+  backingFormat?: string;
+  /** `format-specific` of qemu-img info: type and an ordered data object (printed generically). */
+  formatSpecific?: { type: string; data: JsonObject };
+  snapshots?: SnapshotInfo[];
+}
+
+export interface TruncateOptions {
+  prealloc: Preallocation;
+  /** Shrinking was explicitly allowed (--shrink). */
+  shrink: boolean;
+}
+
+export interface FormatLayer {
+  /** Guest-visible size in bytes. */
+  readonly size: number;
+  /** Preferred request granularity (qcow2 cluster size...); the copy engine aligns to it. */
+  readonly granularity?: number;
+  /** The backing file named in the header (before resolution), if any. */
+  readonly backing?: { filename: string; format?: string };
+
+  read(buf: Uint8Array, offset: number): Promise<void>;
+  blockStatus(offset: number, length: number): Promise<LayerStatus>;
+  info(): Promise<LayerInfo>;
+  close(): Promise<void>;
+
+  write?(buf: Uint8Array, offset: number): Promise<void>;
+  writeZeroes?(offset: number, length: number, mayUnmap: boolean): Promise<void>;
+  discard?(offset: number, length: number): Promise<void>;
+  flush?(): Promise<void>;
+  truncate?(size: number, opts: TruncateOptions): Promise<void>;
+}
+
+/** Named secrets from `--object secret,...`, looked up by id. */
+export interface SecretStore {
+  get(id: string): Uint8Array | undefined;
+}
+
+export interface OpenContext {
+  readonly filename: string;
+  readonly readOnly: boolean;
+  /** Driver options (from `--image-opts`, `json:` or `-o`), dotted keys, e.g. `encrypt.key-secret`. */
+  readonly options: Readonly<Record<string, string>>;
+  readonly secrets: SecretStore;
+  /** The chain below; reads zeros until the generic layer links the real backing image. */
+  readonly backing: BackingReader;
+  /** Open another file the image names (extent, data file) relative to the image's directory. */
+  openFile(name: string, readOnly: boolean): Promise<Protocol>;
+}
+
+export type CreateOptionType = 'size' | 'bool' | 'string' | 'number';
+
+/** One `-o` option of `create`/`amend`, in the order `-o help` lists them. */
+export interface CreateOptionSpec {
+  name: string;
+  type: CreateOptionType;
+  help: string;
+  /** Default value shown in `-o help`, if qemu shows one. */
+  def?: string;
+}
+
+export type CreateOptionValues = Readonly<Record<string, string>>;
+
+export interface CreateContext {
+  readonly filename: string;
+  /** Virtual size in bytes (already parsed and checked). */
+  readonly size: number;
+  readonly options: CreateOptionValues;
+  readonly secrets: SecretStore;
+  /** Create (truncating) and open the file the image lives in. */
+  createFile(name: string): Promise<Protocol>;
+}
+
+export interface FormatDriver {
+  readonly name: string;
+  open(proto: Protocol, ctx: OpenContext): Promise<FormatLayer>;
+  readonly createOptions?: readonly CreateOptionSpec[];
+  create?(ctx: CreateContext): Promise<void>;
+}

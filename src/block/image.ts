@@ -1,0 +1,225 @@
+/**
+ * The generic layer: an opened image (one FormatLayer over one Protocol) plus its backing chain.
+ *
+ * Every request is checked here once (range, read-only, closed) before a format sees it, missing
+ * capabilities are emulated (write-zeroes via write, discard as a no-op), and backing-chain reads
+ * (short backing files read as zeros past their end) are answered in one place.
+ */
+import { VdiskError } from './errors.js';
+import type { BackingReader, FormatLayer, LayerInfo, LayerStatus } from './driver.js';
+import type { Preallocation, Protocol } from '../protocols/types.js';
+import { MAX_REQUEST_BYTES } from './limits.js';
+
+/** Block status through the whole chain, as `map` reports it. */
+export interface ChainStatus {
+  length: number;
+  /** Some layer of the chain defines these bytes. */
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  /** Index in the chain of the layer that defines them (0 = top); chain length when none does. */
+  depth: number;
+  /** Host offset and file, where the data is stored plainly. */
+  hostOffset?: number;
+  hostFile?: string;
+  compressed?: boolean;
+}
+
+export interface ImageOpenInfo {
+  /** The name as given by the user (shown in messages and info). */
+  filename: string;
+  format: string;
+  /** The format was guessed by probing (raw then restricts writes to block 0, like qemu). */
+  probed: boolean;
+  readOnly: boolean;
+}
+
+const ZERO_STATUS_CHUNK = 1 << 30;
+
+export class Image {
+  private closed = false;
+  /** The backing image, once linked by openChain (null: none, or not opened). */
+  backing: Image | null = null;
+
+  constructor(
+    readonly layer: FormatLayer,
+    readonly protocol: Protocol,
+    readonly meta: ImageOpenInfo,
+    private readonly backingLink: MutableBackingReader,
+  ) {}
+
+  get filename(): string {
+    return this.meta.filename;
+  }
+  get format(): string {
+    return this.meta.format;
+  }
+  get size(): number {
+    return this.layer.size;
+  }
+  get readOnly(): boolean {
+    return this.meta.readOnly;
+  }
+
+  /** Attach the image below this one; reads of unallocated ranges go to it from now on. */
+  linkBacking(img: Image | null): void {
+    this.backing = img;
+    this.backingLink.target = img;
+  }
+
+  private check(offset: number, length: number, op: string, write: boolean): void {
+    if (this.closed) {
+      throw new VdiskError('invalid-argument', 'CLOSED', `${op} on a closed image`, { path: this.filename, op });
+    }
+    if (write && this.readOnly) {
+      throw new VdiskError('permission', 'READ_ONLY', `Could not ${op} '${this.filename}': image is read-only`, { path: this.filename, op });
+    }
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new VdiskError('out-of-bounds', 'OUT_OF_BOUNDS',
+        `${op} request out of bounds: offset ${offset} length ${length} image size ${this.size}`,
+        { path: this.filename, offset, op });
+    }
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.check(offset, buf.length, 'read', false);
+    if (buf.length === 0) return;
+    for (let done = 0; done < buf.length; done += MAX_REQUEST_BYTES) {
+      const n = Math.min(MAX_REQUEST_BYTES, buf.length - done);
+      await this.layer.read(buf.subarray(done, done + n), offset + done);
+    }
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.check(offset, buf.length, 'write', true);
+    if (buf.length === 0) return;
+    if (!this.layer.write) throw unsupported(this, 'write');
+    if (this.meta.probed && this.format === 'raw' && offset < 512) guardProbedRawBlock0(this, buf, offset);
+    for (let done = 0; done < buf.length; done += MAX_REQUEST_BYTES) {
+      const n = Math.min(MAX_REQUEST_BYTES, buf.length - done);
+      await this.layer.write(buf.subarray(done, done + n), offset + done);
+    }
+  }
+
+  async writeZeroes(offset: number, length: number, mayUnmap = false): Promise<void> {
+    this.check(offset, length, 'write', true);
+    if (length === 0) return;
+    if (this.layer.writeZeroes) return this.layer.writeZeroes(offset, length, mayUnmap);
+    const chunk = new Uint8Array(Math.min(length, 1 << 20));
+    for (let off = offset; off < offset + length; off += chunk.length) {
+      const n = Math.min(chunk.length, offset + length - off);
+      await this.write(chunk.subarray(0, n), off);
+    }
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.check(offset, length, 'discard', true);
+    if (length === 0 || !this.layer.discard) return;
+    await this.layer.discard(offset, length);
+  }
+
+  async flush(): Promise<void> {
+    if (this.readOnly || this.closed) return;
+    await this.layer.flush?.();
+    await this.protocol.flush();
+  }
+
+  async truncate(size: number, prealloc: Preallocation = 'off', shrink = false): Promise<void> {
+    this.check(0, 0, 'resize', true);
+    if (!this.layer.truncate) throw unsupported(this, 'resize');
+    await this.layer.truncate(size, { prealloc, shrink });
+  }
+
+  /** This layer's own status of the run at `offset` (length clamped to the image). */
+  async layerStatus(offset: number, length: number): Promise<LayerStatus> {
+    this.check(offset, length, 'block-status', false);
+    const st = await this.layer.blockStatus(offset, Math.min(length, ZERO_STATUS_CHUNK * 4));
+    if (!(st.length > 0) || st.length > length) {
+      throw new VdiskError('corrupt', 'BAD_BLOCK_STATUS', `block status of '${this.filename}' returned length ${st.length}`,
+        { path: this.filename, offset, op: 'block-status' });
+    }
+    return st;
+  }
+
+  /**
+   * Status through the chain: the first layer (from the top) that defines the bytes decides; runs
+   * past a short backing file read as zeros and are not present.
+   */
+  async chainStatus(offset: number, length: number, depth = 0): Promise<ChainStatus> {
+    const st = await this.layerStatus(offset, length);
+    if (st.allocated) {
+      const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
+      if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;
+      if (st.hostFile !== undefined) r.hostFile = st.hostFile;
+      else if (st.hostOffset !== undefined) r.hostFile = this.filename;
+      if (st.compressed) r.compressed = true;
+      return r;
+    }
+    const below = this.backing;
+    if (!below || offset >= below.size) {
+      return { length: st.length, present: false, zero: true, data: false, depth: depth + (below ? 1 : 0) };
+    }
+    const r = await below.chainStatus(offset, Math.min(st.length, below.size - offset), depth + 1);
+    return r;
+  }
+
+  async info(): Promise<LayerInfo> {
+    return this.layer.info();
+  }
+
+  /** Bytes the image's file uses on the host. */
+  async allocatedSize(): Promise<number | undefined> {
+    return this.protocol.allocatedSize();
+  }
+
+  /** Close this image and everything below it. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      if (!this.readOnly) await this.layer.flush?.();
+      await this.layer.close();
+    } finally {
+      await this.protocol.close();
+      if (this.backing) await this.backing.close();
+    }
+  }
+}
+
+/** The BackingReader handed to a layer at open; the chain is linked after the header is read. */
+export class MutableBackingReader implements BackingReader {
+  target: Image | null = null;
+
+  get present(): boolean {
+    return this.target !== null;
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    const t = this.target;
+    if (!t || offset >= t.size) {
+      buf.fill(0);
+      return;
+    }
+    const n = Math.min(buf.length, t.size - offset);
+    await t.read(buf.subarray(0, n), offset);
+    if (n < buf.length) buf.fill(0, n);
+  }
+}
+
+function unsupported(img: Image, op: string): VdiskError {
+  return new VdiskError('unsupported', 'OP_UNSUPPORTED', `Format '${img.format}' does not support ${op} yet`,
+    { path: img.filename, format: img.format, op });
+}
+
+/**
+ * qemu's rule for a raw image whose format was guessed: block 0 may not be written with bytes that
+ * would make it probe as another format, since that lets a guest turn its disk into, say, a qcow2
+ * naming /etc/shadow as backing file. The check itself is in the registry (probe scores).
+ */
+let guard: ((img: Image, buf: Uint8Array, offset: number) => void) | undefined;
+export function setProbedRawGuard(fn: (img: Image, buf: Uint8Array, offset: number) => void): void {
+  guard = fn;
+}
+function guardProbedRawBlock0(img: Image, buf: Uint8Array, offset: number): void {
+  guard?.(img, buf, offset);
+}

@@ -1,0 +1,152 @@
+/**
+ * Opening images: protocol, format (given or probed), and the backing chain below, with a depth
+ * budget and loop detection by host file identity.
+ */
+import { realpath, stat } from 'node:fs/promises';
+import { dirname, isAbsolute, join } from 'node:path';
+import { VdiskError, fromSystemError } from './errors.js';
+import type { FormatDriver, OpenContext, SecretStore } from './driver.js';
+import { Image, MutableBackingReader } from './image.js';
+import { MAX_BACKING_CHAIN_DEPTH, PROBE_BYTES } from './limits.js';
+import { FORMATS, findFormat, type FormatEntry } from '../formats/index.js';
+import { FileProtocol } from '../protocols/file.js';
+import type { Protocol } from '../protocols/types.js';
+
+export const noSecrets: SecretStore = { get: () => undefined };
+
+export interface OpenOptions {
+  /** Format name; probed from content when absent. */
+  format?: string;
+  readOnly?: boolean;
+  /** Do not open the backing chain (qemu-img info does this: BDRV_O_NO_BACKING). */
+  noBacking?: boolean;
+  /** Driver options (dotted keys, from --image-opts/json:). */
+  options?: Record<string, string>;
+  secrets?: SecretStore;
+  /** Force the format of the backing file (qemu: -F / backing.driver). */
+  backingFormat?: string;
+}
+
+/** Result of probing: the best-scoring format for a head of bytes. */
+export function probeFormat(head: Uint8Array, filename: string): FormatEntry {
+  let best: FormatEntry | undefined;
+  let bestScore = 0;
+  for (const f of FORMATS) {
+    if (!f.probe) continue;
+    let score = 0;
+    try {
+      score = f.probe(head, filename);
+    } catch {
+      score = 0;
+    }
+    if (score > bestScore) {
+      best = f;
+      bestScore = score;
+    }
+  }
+  return best ?? (findFormat('raw') as FormatEntry);
+}
+
+export async function openProtocol(filename: string, readOnly: boolean): Promise<Protocol> {
+  return FileProtocol.open(filename, { readOnly });
+}
+
+async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
+  return entry.load();
+}
+
+/** Open one layer (no backing chain linked yet). */
+export async function openLayer(filename: string, opts: OpenOptions = {}): Promise<Image> {
+  const readOnly = opts.readOnly ?? true;
+  let entry: FormatEntry | undefined;
+  if (opts.format !== undefined) {
+    entry = findFormat(opts.format);
+    if (!entry) {
+      throw new VdiskError('invalid-argument', 'UNKNOWN_DRIVER', `Unknown driver '${opts.format}'`, { path: filename, format: opts.format });
+    }
+  }
+  const proto = await openProtocol(filename, readOnly);
+  try {
+    let probed = false;
+    if (!entry) {
+      const size = await proto.size();
+      const head = new Uint8Array(Math.min(PROBE_BYTES, size));
+      await proto.pread(head, 0);
+      entry = probeFormat(head, filename);
+      probed = true;
+    }
+    const driver = await loadDriver(entry);
+    const backing = new MutableBackingReader();
+    const dir = dirname(filename);
+    const ctx: OpenContext = {
+      filename,
+      readOnly,
+      options: opts.options ?? {},
+      secrets: opts.secrets ?? noSecrets,
+      backing,
+      openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro),
+    };
+    const layer = await driver.open(proto, ctx);
+    return new Image(layer, proto, { filename, format: entry.name, probed, readOnly }, backing);
+  } catch (e) {
+    await proto.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * Resolve a backing file name as qemu does: relative names are relative to the directory of the
+ * image that names them; protocol-style names (json:, nbd:) are not supported as backing files.
+ */
+export function resolveBackingName(overlayFilename: string, backing: string): string {
+  if (isAbsolute(backing)) return backing;
+  return join(dirname(overlayFilename), backing);
+}
+
+async function fileIdentity(filename: string): Promise<string> {
+  try {
+    const st = await stat(filename);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return await realpath(filename).catch(() => filename);
+  }
+}
+
+/** Open an image and its whole backing chain (read-only below the top). */
+export async function openImage(filename: string, opts: OpenOptions = {}): Promise<Image> {
+  const top = await openLayer(filename, opts);
+  if (opts.noBacking) return top;
+  try {
+    const seen = new Set<string>([await fileIdentity(filename)]);
+    let cur = top;
+    let forcedFormat = opts.backingFormat;
+    for (let depth = 1; cur.layer.backing; depth++) {
+      const named = cur.layer.backing;
+      const path = resolveBackingName(cur.filename, named.filename);
+      if (depth > MAX_BACKING_CHAIN_DEPTH) {
+        throw new VdiskError('limit', 'CHAIN_TOO_DEEP',
+          `Could not open backing file: backing chain of '${filename}' is deeper than ${MAX_BACKING_CHAIN_DEPTH}`, { path: filename });
+      }
+      const id = await fileIdentity(path);
+      if (seen.has(id)) {
+        throw new VdiskError('limit', 'BACKING_LOOP', `Backing file '${named.filename}' creates an infinite loop.`, { path: cur.filename });
+      }
+      seen.add(id);
+      let below: Image;
+      try {
+        const fmt = forcedFormat ?? named.format;
+        below = await openLayer(path, { readOnly: true, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets });
+      } catch (e) {
+        const err = e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${path}'`, { path });
+        throw new VdiskError(err.kind, err.code, `Could not open backing file: ${err.message}`, { ...err.context, path: cur.filename }, err);
+      }
+      forcedFormat = undefined;
+      cur.linkBacking(below);
+      cur = below;
+    }
+  } catch (e) {
+    await top.close().catch(() => undefined);
+    throw e;
+  }
+  return top;
+}

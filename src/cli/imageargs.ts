@@ -1,0 +1,54 @@
+/**
+ * The image-opening options most commands share (-f, --image-opts, --object, -U) and opening an
+ * image with qemu-img's error wording ("Could not open 'x': ...").
+ */
+import { VdiskError } from '../block/errors.js';
+import { openImage, type OpenOptions } from '../block/open.js';
+import type { Image } from '../block/image.js';
+import { parseImageSpec, Secrets } from './optstr.js';
+
+export interface ImageArgs {
+  format?: string;
+  imageOpts: boolean;
+  secrets: Secrets;
+  forceShare: boolean;
+}
+
+export function newImageArgs(): ImageArgs {
+  return { imageOpts: false, secrets: new Secrets(), forceShare: false };
+}
+
+/** qemu-img's message when -f and --image-opts are combined. */
+export const IMAGE_OPTS_AND_FORMAT = '--image-opts and --format are mutually exclusive';
+
+export async function openForCommand(
+  name: string,
+  args: ImageArgs,
+  extra: Omit<OpenOptions, 'format' | 'options' | 'secrets'> & { format?: string } = {},
+): Promise<Image> {
+  let spec;
+  try {
+    spec = parseImageSpec(name, args.imageOpts);
+  } catch (e) {
+    throw wrapOpen(name, e);
+  }
+  const format = extra.format ?? spec.format ?? args.format;
+  try {
+    return await openImage(spec.filename, {
+      ...extra,
+      ...(format !== undefined ? { format } : {}),
+      options: spec.options,
+      secrets: args.secrets,
+    });
+  } catch (e) {
+    throw wrapOpen(spec.filename, e);
+  }
+}
+
+/** "Could not open 'NAME': <cause>", keeping the cause's kind. */
+export function wrapOpen(name: string, e: unknown): VdiskError {
+  if (e instanceof VdiskError) {
+    return new VdiskError(e.kind, e.code, `Could not open '${name}': ${e.message}`, { ...e.context, path: e.context.path ?? name }, e);
+  }
+  return new VdiskError('io', 'OPEN_FAILED', `Could not open '${name}': ${e instanceof Error ? e.message : String(e)}`, { path: name }, e);
+}

@@ -1,0 +1,129 @@
+/**
+ * qemu's "key=value,key2=value2" option strings (QemuOpts): `,,` is a literal comma, a bare first
+ * item may stand for an implied key (`--object secret,id=...` means qom-type=secret), later bare
+ * items are `key=on`. Also `json:{...}` filenames and `--image-opts` strings flattened to dotted keys.
+ */
+import { readFileSync } from 'node:fs';
+import { VdiskError } from '../block/errors.js';
+import type { SecretStore } from '../block/driver.js';
+
+export type OptPairs = Array<[string, string]>;
+
+/** Split on single commas; `,,` stands for a comma inside a value. */
+export function splitOptString(s: string): string[] {
+  const items: string[] = [];
+  let cur = '';
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (c === ',') {
+      if (s[i + 1] === ',') {
+        cur += ',';
+        i++;
+        continue;
+      }
+      items.push(cur);
+      cur = '';
+      continue;
+    }
+    cur += c;
+  }
+  items.push(cur);
+  return items;
+}
+
+export function parseOptString(s: string, impliedKey?: string): OptPairs {
+  const out: OptPairs = [];
+  const items = splitOptString(s);
+  items.forEach((item, idx) => {
+    if (item === '' && idx === items.length - 1 && idx > 0) return; // trailing comma
+    const eq = item.indexOf('=');
+    if (eq < 0) {
+      if (idx === 0 && impliedKey) out.push([impliedKey, item]);
+      else if (item.startsWith('no')) out.push([item.slice(2), 'off']);
+      else out.push([item, 'on']);
+    } else {
+      out.push([item.slice(0, eq), item.slice(eq + 1)]);
+    }
+  });
+  return out;
+}
+
+/** Flatten a json: object to qemu's dotted keys ({"file":{"filename":"x"}} -> file.filename=x). */
+export function flattenJson(v: unknown, prefix = '', out: Record<string, string> = {}): Record<string, string> {
+  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+    for (const [k, val] of Object.entries(v as Record<string, unknown>)) flattenJson(val, prefix ? `${prefix}.${k}` : k, out);
+  } else if (Array.isArray(v)) {
+    v.forEach((val, i) => flattenJson(val, `${prefix}.${i}`, out));
+  } else {
+    out[prefix] = v === null ? 'null' : String(v);
+  }
+  return out;
+}
+
+/** A filename as a user can give it: plain, `json:{...}`, or (with --image-opts) an option string. */
+export interface ImageSpec {
+  filename: string;
+  format?: string;
+  options: Record<string, string>;
+}
+
+export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
+  let flat: Record<string, string>;
+  if (imageOpts) {
+    flat = Object.fromEntries(parseOptString(arg));
+  } else if (arg.startsWith('json:')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(arg.slice(5));
+    } catch (e) {
+      throw new VdiskError('invalid-argument', 'BAD_JSON', `Could not parse the JSON options: ${(e as Error).message}`, { path: arg });
+    }
+    flat = flattenJson(parsed);
+  } else {
+    return { filename: arg, options: {} };
+  }
+  const filename = flat['file.filename'] ?? flat['file'] ?? flat['filename'];
+  if (filename === undefined) {
+    throw new VdiskError('invalid-argument', 'NO_FILENAME', `A block device must be specified for "file"`, { path: arg });
+  }
+  const options: Record<string, string> = {};
+  let format: string | undefined;
+  for (const [k, v] of Object.entries(flat)) {
+    if (k === 'driver') format = v;
+    else if (k === 'file.filename' || k === 'file' || k === 'filename' || k === 'file.driver') continue;
+    else options[k] = v;
+  }
+  return format !== undefined ? { filename, format, options } : { filename, options };
+}
+
+/** Secrets from `--object secret,id=ID,data=...|file=...[,format=raw|base64]`. */
+export class Secrets implements SecretStore {
+  private readonly map = new Map<string, Uint8Array>();
+
+  get(id: string): Uint8Array | undefined {
+    return this.map.get(id);
+  }
+
+  /** Add one --object definition; only `secret` objects are meaningful to qemu-img. */
+  add(def: string): void {
+    const pairs = Object.fromEntries(parseOptString(def, 'qom-type'));
+    const type = pairs['qom-type'];
+    if (type !== 'secret') {
+      throw new VdiskError('invalid-argument', 'BAD_OBJECT', `Parameter 'qom-type' does not accept value '${type ?? ''}'`);
+    }
+    const id = pairs['id'];
+    if (!id) throw new VdiskError('invalid-argument', 'BAD_OBJECT', `Parameter 'id' is missing`);
+    if (this.map.has(id)) throw new VdiskError('invalid-argument', 'BAD_OBJECT', `attempt to add duplicate property '${id}' to object (type 'container')`);
+    let bytes: Uint8Array;
+    if (pairs['data'] !== undefined) bytes = new TextEncoder().encode(pairs['data']);
+    else if (pairs['file'] !== undefined) {
+      try {
+        bytes = readFileSync(pairs['file']);
+      } catch (e) {
+        throw new VdiskError('not-found', 'SECRET_FILE', `Unable to read ${pairs['file']}: ${(e as Error).message}`);
+      }
+    } else throw new VdiskError('invalid-argument', 'BAD_OBJECT', 'Either data or file must be provided');
+    if (pairs['format'] === 'base64') bytes = Buffer.from(new TextDecoder().decode(bytes), 'base64');
+    this.map.set(id, bytes);
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * JSON as qemu-img prints it. qemu builds its output in QDicts, hash tables of 512 buckets whose
+ * iteration order is the bucket order (and, within a bucket, newest first); scripts diff this
+ * text, so vdisk reproduces the order by computing the same bucket for each key. Pretty-printing
+ * follows qemu's qobject_to_json_pretty (4-space indent, "key": value).
+ */
+import type { JsonObject, JsonValue } from '../block/driver.js';
+
+const QDICT_BUCKET_MAX = 512;
+
+/** The string hash qemu's qdict uses (from tdb), reduced to a bucket index. */
+export function qdictBucket(key: string): number {
+  const bytes = Buffer.from(key, 'utf8');
+  let value = Math.imul(0x238f13af, bytes.length) >>> 0;
+  for (let i = 0; i < bytes.length; i++) {
+    value = (value + ((bytes[i]! << ((i * 5) % 24)) >>> 0)) >>> 0;
+  }
+  const h = (Math.imul(1103515243, value) + 12345) >>> 0;
+  return h % QDICT_BUCKET_MAX;
+}
+
+/** Reorder an object's keys (given in qemu's insertion order) into qemu's QDict iteration order. */
+export function qdictOrder(obj: JsonObject): JsonObject {
+  const keys = Object.keys(obj);
+  const indexed = keys.map((k, i) => ({ k, i, b: qdictBucket(k) }));
+  indexed.sort((x, y) => x.b - y.b || y.i - x.i);
+  const out: JsonObject = {};
+  for (const { k } of indexed) out[k] = obj[k]!;
+  return out;
+}
+
+/** Recursively apply qdictOrder to every object (arrays keep their order). */
+export function qdictOrderDeep(v: JsonValue): JsonValue {
+  if (Array.isArray(v)) return v.map(qdictOrderDeep);
+  if (v !== null && typeof v === 'object') {
+    const ordered = qdictOrder(v);
+    for (const k of Object.keys(ordered)) ordered[k] = qdictOrderDeep(ordered[k]!);
+    return ordered;
+  }
+  return v;
+}
+
+function str(s: string): string {
+  // qemu escapes like JSON but also \u-escapes non-ASCII? It emits UTF-8 as is except control chars.
+  return JSON.stringify(s);
+}
+
+/** qobject_to_json_pretty: 4-space indentation; empty containers print as "{\n}" / "[\n]". */
+export function qjsonPretty(v: JsonValue, indent = 0): string {
+  const pad = '    '.repeat(indent + 1);
+  const end = '    '.repeat(indent);
+  if (Array.isArray(v)) {
+    if (v.length === 0) return `[\n${end}]`;
+    return `[\n${v.map((x) => pad + qjsonPretty(x, indent + 1)).join(',\n')}\n${end}]`;
+  }
+  if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v);
+    if (keys.length === 0) return `{\n${end}}`;
+    return `{\n${keys.map((k) => `${pad}${str(k)}: ${qjsonPretty(v[k]!, indent + 1)}`).join(',\n')}\n${end}}`;
+  }
+  if (typeof v === 'string') return str(v);
+  return String(v);
+}

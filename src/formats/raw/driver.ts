@@ -1,0 +1,109 @@
+/**
+ * raw: the guest's bytes are the file's bytes (optionally a window: the `offset` and `size` driver
+ * options, as qemu's raw driver has). Holes in the host file are reported as zero, unallocated-in-
+ * host but present data, like qemu's file driver does through SEEK_DATA/SEEK_HOLE.
+ *
+ * No header, so nothing to probe: raw is the fallback with score 1.
+ */
+import { VdiskError } from '../../block/errors.js';
+import type {
+  CreateContext, FormatDriver, FormatLayer, LayerInfo, LayerStatus, OpenContext, TruncateOptions,
+} from '../../block/driver.js';
+import type { Preallocation, Protocol } from '../../protocols/types.js';
+
+/** qemu's file driver writes the first block on create so later allocation is cheaper to find. */
+const FIRST_BLOCK_BYTES = 4096;
+
+class RawLayer implements FormatLayer {
+  readonly granularity = 512;
+
+  constructor(
+    private readonly proto: Protocol,
+    private readonly base: number,
+    public size: number,
+    private readonly fixedSize: boolean,
+  ) {}
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    await this.proto.pread(buf, this.base + offset);
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    await this.proto.pwrite(buf, this.base + offset);
+  }
+
+  async writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
+    if (this.proto.writeZeroes) await this.proto.writeZeroes(this.base + offset, length, mayUnmap);
+    else await this.proto.pwrite(new Uint8Array(length), this.base + offset);
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    await this.proto.discard?.(this.base + offset, length);
+  }
+
+  async blockStatus(offset: number, length: number): Promise<LayerStatus> {
+    const ext = this.proto.extent
+      ? await this.proto.extent(this.base + offset, length)
+      : { length, data: true };
+    return { length: Math.min(ext.length, length), allocated: true, data: ext.data, zero: !ext.data, hostOffset: this.base + offset };
+  }
+
+  async info(): Promise<LayerInfo> {
+    return {};
+  }
+
+  async flush(): Promise<void> {
+    await this.proto.flush();
+  }
+
+  async truncate(size: number, opts: TruncateOptions): Promise<void> {
+    if (this.fixedSize || this.base !== 0) {
+      throw new VdiskError('unsupported', 'RAW_WINDOW_RESIZE', 'Cannot resize a raw image with offset or size options', { format: 'raw' });
+    }
+    await this.proto.truncate(size, opts.prealloc);
+    this.size = size;
+  }
+
+  async close(): Promise<void> {
+    // the protocol is closed by the generic layer
+  }
+}
+
+function parseWindowOption(ctx: OpenContext, key: string): number | undefined {
+  const v = ctx.options[key];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new VdiskError('invalid-argument', 'BAD_OPTION', `Parameter '${key}' expects a non-negative number below 2^64`, { path: ctx.filename });
+  }
+  return n;
+}
+
+export const rawDriver: FormatDriver = {
+  name: 'raw',
+  createOptions: [{ name: 'size', type: 'size', help: 'Virtual disk size' }],
+
+  async open(proto: Protocol, ctx: OpenContext): Promise<FormatLayer> {
+    const fileSize = await proto.size();
+    const base = parseWindowOption(ctx, 'offset') ?? 0;
+    const win = parseWindowOption(ctx, 'size');
+    if (base > fileSize) {
+      throw new VdiskError('invalid-argument', 'RAW_OFFSET', 'The sum of offset (' + base + ') and size (0) has to be smaller or equal to the  actual size of the containing file (' + fileSize + ')', { path: ctx.filename });
+    }
+    const size = win ?? fileSize - base;
+    return new RawLayer(proto, base, size, win !== undefined);
+  },
+
+  async create(ctx: CreateContext): Promise<void> {
+    const prealloc = (ctx.options['preallocation'] ?? 'off') as Preallocation;
+    const proto = await ctx.createFile(ctx.filename);
+    try {
+      await proto.truncate(ctx.size, prealloc);
+      if (prealloc === 'off' && ctx.size > 0) {
+        await proto.pwrite(new Uint8Array(Math.min(FIRST_BLOCK_BYTES, ctx.size)), 0);
+      }
+    } finally {
+      await proto.close();
+    }
+  },
+};

@@ -1,0 +1,31 @@
+/**
+ * Optional native helper for the calls Node's fs does not expose: lseek(SEEK_DATA/SEEK_HOLE),
+ * fallocate (preallocation, zero range, hole punching) and the size of a block device.
+ *
+ * It is built from native/vdisk_native.c by scripts/build-native.mjs at install time (Node-API,
+ * so one build serves every Node version). If it is missing, vdisk still works: files read as
+ * fully allocated, and zeroing writes real zeros. Set VDISK_NO_NATIVE=1 to test that path.
+ */
+import { createRequire } from 'node:module';
+
+export interface NativeHelper {
+  /** One run at offset: {data:false} for a hole. `length` may exceed the request; callers clamp. */
+  extent(fd: number, offset: number, length: number): { length: number; data: boolean };
+  /** posix fallocate of [offset, offset+length) with `mode` 0. Throws on failure. */
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /** Make the range read as zeros (punch a hole when `punch`). Returns false when unsupported. */
+  zeroRange(fd: number, offset: number, length: number, punch: boolean): boolean;
+  blockDeviceSize(fd: number): number;
+}
+
+function load(): NativeHelper | undefined {
+  if (process.env['VDISK_NO_NATIVE']) return undefined;
+  try {
+    const require = createRequire(import.meta.url);
+    return require('../../native/build/vdisk_native.node') as NativeHelper;
+  } catch {
+    return undefined;
+  }
+}
+
+export const native: NativeHelper | undefined = load();

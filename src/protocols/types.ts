@@ -1,0 +1,44 @@
+/**
+ * A protocol is where an image's bytes live: a host file now, NBD and HTTP later. Formats sit on top
+ * of a protocol and never touch the OS themselves, so every format works over every protocol.
+ *
+ * Offsets and lengths are byte counts as JavaScript numbers; they stay below 2^53 by the block
+ * layer's request checks (see src/block/limits.ts).
+ */
+
+export type Preallocation = 'off' | 'metadata' | 'falloc' | 'full';
+
+/** One run of a protocol's allocation map. */
+export interface ProtocolExtent {
+  length: number;
+  /** false where the host file has a hole (reads as zeros, takes no space). */
+  data: boolean;
+}
+
+export interface Protocol {
+  /** Protocol name as qemu names it ("file", "nbd", ...). */
+  readonly protocol: string;
+  /** The name the user gave, as shown in messages and `info`. */
+  readonly filename: string;
+  readonly readOnly: boolean;
+
+  /**
+   * Read `buf.length` bytes at `offset`. Bytes past the end of the file read as zeros (qemu's
+   * file driver does the same), so a short read is never silent corruption.
+   */
+  pread(buf: Uint8Array, offset: number): Promise<void>;
+  pwrite(buf: Uint8Array, offset: number): Promise<void>;
+  /** Current length in bytes. */
+  size(): Promise<number>;
+  truncate(size: number, prealloc?: Preallocation): Promise<void>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+  /** Bytes the host really uses for this file (st_blocks * 512), as qemu's "disk size". */
+  allocatedSize(): Promise<number | undefined>;
+  /** Allocation of [offset, offset+length): one run starting at offset. Optional: absent means "all data". */
+  extent?(offset: number, length: number): Promise<ProtocolExtent>;
+  /** Make [offset, offset+length) read as zeros, deallocating when `punch` allows it. */
+  writeZeroes?(offset: number, length: number, punch: boolean): Promise<void>;
+  /** Give [offset, offset+length) back to the host; contents become zeros on a file. */
+  discard?(offset: number, length: number): Promise<void>;
+}
