@@ -129,9 +129,34 @@ export interface CreateContext {
   createFile(name: string): Promise<Protocol>;
 }
 
+/** What `measure` asks a format: the size of a new image holding this content. */
+export interface MeasureInput {
+  /** Virtual size of the new image. */
+  size: number;
+  /** Create options for the new image (-o). */
+  options: CreateOptionValues;
+  /** Bytes of guest data that would be allocated (from the source's block status); undefined with --size. */
+  allocatedBytes?: number;
+  /** Allocation of the source per cluster-aligned run, when measuring from an image. */
+  extents?: AsyncIterable<{ offset: number; length: number; data: boolean; zero: boolean }>;
+}
+
+export interface MeasureResult {
+  required: number;
+  fullyAllocated: number;
+  bitmaps?: number;
+}
+
 export interface FormatDriver {
   readonly name: string;
   open(proto: Protocol, ctx: OpenContext): Promise<FormatLayer>;
+  /** `-o` options of create, in the order `-o help` lists them. */
   readonly createOptions?: readonly CreateOptionSpec[];
+  /**
+   * Option names in the order qemu-img's "Formatting 'x', fmt=... " line prints them; an option
+   * shows when given or when its spec has a `def`.
+   */
+  readonly createSummary?: readonly string[];
   create?(ctx: CreateContext): Promise<void>;
+  measure?(input: MeasureInput): Promise<MeasureResult>;
 }

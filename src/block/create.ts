@@ -1,0 +1,38 @@
+/**
+ * Creating an image of any format: look the driver up, check the size, and let the driver write
+ * the file. Commands (create, convert) call this; they never touch a format's bytes.
+ */
+import { VdiskError } from './errors.js';
+import type { CreateContext, CreateOptionValues, FormatDriver, SecretStore } from './driver.js';
+import { findFormat } from '../formats/index.js';
+import { FileProtocol } from '../protocols/file.js';
+import { noSecrets } from './open.js';
+
+export async function loadFormatDriver(format: string): Promise<FormatDriver> {
+  const entry = findFormat(format);
+  if (!entry) throw new VdiskError('invalid-argument', 'UNKNOWN_FORMAT', `Unknown file format '${format}'`, { format });
+  return entry.load();
+}
+
+export interface CreateRequest {
+  format: string;
+  filename: string;
+  size: number;
+  options?: CreateOptionValues;
+  secrets?: SecretStore;
+}
+
+export async function createImage(req: CreateRequest): Promise<void> {
+  const driver = await loadFormatDriver(req.format);
+  if (!driver.create) {
+    throw new VdiskError('unsupported', 'CREATE_UNSUPPORTED', `Format driver '${req.format}' does not support image creation`, { format: req.format, path: req.filename });
+  }
+  const ctx: CreateContext = {
+    filename: req.filename,
+    size: req.size,
+    options: req.options ?? {},
+    secrets: req.secrets ?? noSecrets,
+    createFile: (name) => FileProtocol.open(name, { readOnly: false, create: true }),
+  };
+  await driver.create(ctx);
+}
