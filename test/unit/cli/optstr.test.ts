@@ -1,0 +1,36 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseOptString, parseImageSpec, splitOptString, Secrets, flattenJson } from '../../../dist/cli/optstr.js';
+
+test('double commas stand for a literal comma inside a value', () => {
+  assert.deepEqual(splitOptString('a=1,,2,b=3'), ['a=1,2', 'b=3']);
+  assert.deepEqual(parseOptString('backing_file=x,,y.img,cluster_size=4k'), [['backing_file', 'x,y.img'], ['cluster_size', '4k']]);
+});
+
+test('a bare first item takes the implied key; later bare items mean on', () => {
+  assert.deepEqual(parseOptString('secret,id=s0,data=x', 'qom-type'), [['qom-type', 'secret'], ['id', 's0'], ['data', 'x']]);
+  assert.deepEqual(parseOptString('lazy_refcounts'), [['lazy_refcounts', 'on']]);
+});
+
+test('--image-opts and json: filenames resolve to a file name, a driver and dotted options', () => {
+  assert.deepEqual(parseImageSpec('driver=qcow2,file.filename=a.qcow2,encrypt.key-secret=s0', true),
+    { filename: 'a.qcow2', format: 'qcow2', options: { 'encrypt.key-secret': 's0' } });
+  assert.deepEqual(parseImageSpec('json:{"driver":"raw","file":{"driver":"file","filename":"a.raw"}}', false),
+    { filename: 'a.raw', format: 'raw', options: {} });
+  assert.deepEqual(parseImageSpec('plain.img', false), { filename: 'plain.img', options: {} });
+  assert.throws(() => parseImageSpec('json:{bad', false), /Could not parse the JSON options/);
+});
+
+test('flattenJson makes dotted keys from nested objects', () => {
+  assert.deepEqual(flattenJson({ a: { b: 1, c: { d: true } } }), { 'a.b': '1', 'a.c.d': 'true' });
+});
+
+test('secret objects hold data, base64 data, and reject other object types', () => {
+  const s = new Secrets();
+  s.add('secret,id=a,data=hello');
+  s.add('secret,id=b,data=aGk=,format=base64');
+  assert.equal(Buffer.from(s.get('a')!).toString(), 'hello');
+  assert.equal(Buffer.from(s.get('b')!).toString(), 'hi');
+  assert.throws(() => s.add('foo,id=x'), /Parameter 'qom-type' does not accept value 'foo'/);
+  assert.throws(() => s.add('secret,id=a,data=again'), /duplicate/);
+});
