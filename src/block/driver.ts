@@ -69,6 +69,26 @@ export interface TruncateOptions {
   shrink: boolean;
 }
 
+export type RepairMode = 'none' | 'leaks' | 'all';
+
+/** What a consistency check found (and fixed), in qemu's terms. */
+export interface CheckResult {
+  corruptions: number;
+  leaks: number;
+  /** Errors that kept the check itself from completing (I/O errors, memory). */
+  checkErrors: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  /** Offset just past the last byte the image uses in its file (0: unknown). */
+  imageEndOffset: number;
+  totalClusters: number;
+  allocatedClusters: number;
+  fragmentedClusters: number;
+  compressedClusters: number;
+  /** Human-readable findings, printed to stderr as qemu-img does ("Leaked cluster 5 refcount=1 reference=0"). */
+  messages: string[];
+}
+
 export interface FormatLayer {
   /** Guest-visible size in bytes. */
   readonly size: number;
@@ -87,6 +107,8 @@ export interface FormatLayer {
   discard?(offset: number, length: number): Promise<void>;
   flush?(): Promise<void>;
   truncate?(size: number, opts: TruncateOptions): Promise<void>;
+  /** Consistency check (and repair when asked and opened read-write). Absent: the format has no checks. */
+  check?(repair: RepairMode): Promise<CheckResult>;
 }
 
 /** Named secrets from `--object secret,...`, looked up by id. */

@@ -6,7 +6,7 @@
  * (short backing files read as zeros past their end) are answered in one place.
  */
 import { VdiskError } from './errors.js';
-import type { BackingReader, FormatLayer, LayerInfo, LayerStatus } from './driver.js';
+import type { BackingReader, CheckResult, FormatLayer, LayerInfo, LayerStatus, RepairMode } from './driver.js';
 import type { Preallocation, Protocol } from '../protocols/types.js';
 import { MAX_REQUEST_BYTES } from './limits.js';
 
@@ -67,7 +67,7 @@ export class Image {
     this.backingLink.target = img;
   }
 
-  private check(offset: number, length: number, op: string, write: boolean): void {
+  private checkRequest(offset: number, length: number, op: string, write: boolean): void {
     if (this.closed) {
       throw new VdiskError('invalid-argument', 'CLOSED', `${op} on a closed image`, { path: this.filename, op });
     }
@@ -82,7 +82,7 @@ export class Image {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
-    this.check(offset, buf.length, 'read', false);
+    this.checkRequest(offset, buf.length, 'read', false);
     if (buf.length === 0) return;
     for (let done = 0; done < buf.length; done += MAX_REQUEST_BYTES) {
       const n = Math.min(MAX_REQUEST_BYTES, buf.length - done);
@@ -91,7 +91,7 @@ export class Image {
   }
 
   async write(buf: Uint8Array, offset: number): Promise<void> {
-    this.check(offset, buf.length, 'write', true);
+    this.checkRequest(offset, buf.length, 'write', true);
     if (buf.length === 0) return;
     if (!this.layer.write) throw unsupported(this, 'write');
     if (this.meta.probed && this.format === 'raw' && offset < 512) guardProbedRawBlock0(this, buf, offset);
@@ -102,7 +102,7 @@ export class Image {
   }
 
   async writeZeroes(offset: number, length: number, mayUnmap = false): Promise<void> {
-    this.check(offset, length, 'write', true);
+    this.checkRequest(offset, length, 'write', true);
     if (length === 0) return;
     if (this.layer.writeZeroes) return this.layer.writeZeroes(offset, length, mayUnmap);
     const chunk = new Uint8Array(Math.min(length, 1 << 20));
@@ -113,7 +113,7 @@ export class Image {
   }
 
   async discard(offset: number, length: number): Promise<void> {
-    this.check(offset, length, 'discard', true);
+    this.checkRequest(offset, length, 'discard', true);
     if (length === 0 || !this.layer.discard) return;
     await this.layer.discard(offset, length);
   }
@@ -125,14 +125,14 @@ export class Image {
   }
 
   async truncate(size: number, prealloc: Preallocation = 'off', shrink = false): Promise<void> {
-    this.check(0, 0, 'resize', true);
+    this.checkRequest(0, 0, 'resize', true);
     if (!this.layer.truncate) throw unsupported(this, 'resize');
     await this.layer.truncate(size, { prealloc, shrink });
   }
 
   /** This layer's own status of the run at `offset` (length clamped to the image). */
   async layerStatus(offset: number, length: number): Promise<LayerStatus> {
-    this.check(offset, length, 'block-status', false);
+    this.checkRequest(offset, length, 'block-status', false);
     const st = await this.layer.blockStatus(offset, Math.min(length, ZERO_STATUS_CHUNK * 4));
     if (!(st.length > 0) || st.length > length) {
       throw new VdiskError('corrupt', 'BAD_BLOCK_STATUS', `block status of '${this.filename}' returned length ${st.length}`,
@@ -161,6 +161,15 @@ export class Image {
     }
     const r = await below.chainStatus(offset, Math.min(st.length, below.size - offset), depth + 1);
     return r;
+  }
+
+  /** The format's consistency check; undefined when the format has none (qemu-img exits 63). */
+  async check(repair: RepairMode): Promise<CheckResult | undefined> {
+    if (!this.layer.check) return undefined;
+    if (repair !== 'none' && this.readOnly) {
+      throw new VdiskError('permission', 'READ_ONLY', `Cannot repair '${this.filename}' opened read-only`, { path: this.filename, op: 'check' });
+    }
+    return this.layer.check(repair);
   }
 
   async info(): Promise<LayerInfo> {
