@@ -25,6 +25,8 @@ export interface OpenOptions {
   secrets?: SecretStore;
   /** Force the format of the backing file (qemu: -F / backing.driver). */
   backingFormat?: string;
+  /** Receives warnings qemu-img prints to stderr (e.g. a raw format guessed by probing for writing). */
+  warn?: (text: string) => void;
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -87,6 +89,11 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
       openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro),
     };
     const layer = await driver.open(proto, ctx);
+    if (probed && entry.name === 'raw' && !readOnly) {
+      opts.warn?.(`WARNING: Image format was not specified for '${filename}' and probing guessed raw.\n` +
+        '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
+        "         Specify the 'raw' format explicitly to remove the restrictions.\n");
+    }
     return new Image(layer, proto, { filename, format: entry.name, probed, readOnly }, backing);
   } catch (e) {
     await proto.close().catch(() => undefined);

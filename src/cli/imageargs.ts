@@ -12,10 +12,12 @@ export interface ImageArgs {
   imageOpts: boolean;
   secrets: Secrets;
   forceShare: boolean;
+  /** Where open-time warnings go (stderr, unprefixed, as qemu-img prints them). */
+  warn?: (text: string) => void;
 }
 
-export function newImageArgs(): ImageArgs {
-  return { imageOpts: false, secrets: new Secrets(), forceShare: false };
+export function newImageArgs(warn?: (text: string) => void): ImageArgs {
+  return { imageOpts: false, secrets: new Secrets(), forceShare: false, ...(warn ? { warn } : {}) };
 }
 
 /** qemu-img's message when -f and --image-opts are combined. */
@@ -39,6 +41,7 @@ export async function openForCommand(
       ...(format !== undefined ? { format } : {}),
       options: spec.options,
       secrets: args.secrets,
+      ...(args.warn ? { warn: args.warn } : {}),
     });
   } catch (e) {
     throw wrapOpen(spec.filename, e);

@@ -62,7 +62,7 @@ export default async function checkCommand(argv: string[], cli: Cli): Promise<nu
     { name: 'cache', arg: 'required', key: 'T' },
   ]);
   if (!r.ok) return cli.usageError(r.message);
-  const args = newImageArgs();
+  const args = newImageArgs((t) => cli.errRaw(t));
   let output = 'human';
   let repair: RepairMode = 'none';
   let quiet = false;
@@ -87,7 +87,10 @@ export default async function checkCommand(argv: string[], cli: Cli): Promise<nu
   }
   if (r.operands.length !== 1) return cli.usageError('Expecting one image file name');
   const fmt = parseOutputFormat(output);
-  if (!fmt) return cli.usageError('--output must be used with human or json as argument.');
+  if (!fmt) {
+    cli.error('--output must be used with human or json as argument.');
+    return 1;
+  }
   if (args.imageOpts && args.format !== undefined) return cli.usageError(IMAGE_OPTS_AND_FORMAT);
   if (repair !== 'none' && args.forceShare) return cli.usageError('--force-share/-U is not allowed when repairing');
 

@@ -44,7 +44,10 @@ export default async function info(argv: string[], cli: Cli): Promise<number> {
   }
   if (r.operands.length !== 1) return cli.usageError('Expecting one image file name');
   const fmt = parseOutputFormat(output);
-  if (!fmt) return cli.usageError('--output must be used with human or json as argument.');
+  if (!fmt) {
+    cli.error('--output must be used with human or json as argument.');
+    return 1;
+  }
   if (args.imageOpts && args.format !== undefined) return cli.usageError(IMAGE_OPTS_AND_FORMAT);
   const filename = r.operands[0]!;
 
