@@ -6,7 +6,7 @@ import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { VdiskError, fromSystemError } from './errors.js';
 import type { FormatDriver, OpenContext, SecretStore } from './driver.js';
-import { Image, MutableBackingReader } from './image.js';
+import { Image, MutableBackingReader, setProbedRawGuard } from './image.js';
 import { MAX_BACKING_CHAIN_DEPTH, PROBE_BYTES } from './limits.js';
 import { FORMATS, findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
@@ -48,6 +48,20 @@ export function probeFormat(head: Uint8Array, filename: string): FormatEntry {
   }
   return best ?? (findFormat('raw') as FormatEntry);
 }
+
+/**
+ * A raw image whose format was guessed must not get a block 0 that probes as another format: a
+ * guest could otherwise turn its disk into, say, a qcow2 naming a host file as backing file.
+ */
+setProbedRawGuard((img, buf, offset) => {
+  if (offset !== 0 || buf.length === 0) return;
+  const head = buf.subarray(0, Math.min(buf.length, PROBE_BYTES));
+  if (probeFormat(head, img.filename).name !== 'raw') {
+    throw new VdiskError('permission', 'PROBED_RAW_BLOCK0',
+      `Could not write to '${img.filename}': Operation not permitted (writing a format header to a raw image whose format was guessed)`,
+      { path: img.filename, offset: 0, op: 'write' });
+  }
+});
 
 export async function openProtocol(filename: string, readOnly: boolean): Promise<Protocol> {
   return FileProtocol.open(filename, { readOnly });
