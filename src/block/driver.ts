@@ -69,6 +69,16 @@ export interface TruncateOptions {
   shrink: boolean;
 }
 
+/** Internal snapshots (qcow2). Errors are VdiskErrors worded as qemu-img's cause text. */
+export interface SnapshotOps {
+  /** Create a snapshot of the current state named `name` (id assigned by the format). */
+  create(name: string, date: { sec: number; nsec: number }): Promise<void>;
+  /** Revert the active layer to the snapshot with this id or name. */
+  apply(idOrName: string): Promise<void>;
+  /** Delete the snapshot with this id or name. */
+  delete(idOrName: string): Promise<void>;
+}
+
 export type RepairMode = 'none' | 'leaks' | 'all';
 
 /** What a consistency check found (and fixed), in qemu's terms. */
@@ -109,6 +119,8 @@ export interface FormatLayer {
   truncate?(size: number, opts: TruncateOptions): Promise<void>;
   /** Consistency check (and repair when asked and opened read-write). Absent: the format has no checks. */
   check?(repair: RepairMode): Promise<CheckResult>;
+  /** Internal snapshot operations; listing comes from info().snapshots. */
+  readonly snapshots?: SnapshotOps;
 }
 
 /** Named secrets from `--object secret,...`, looked up by id. */
