@@ -101,6 +101,7 @@ export function helpText(prog: string): string {
   const formats = FORMATS.map((f) => f.name).sort().join(' ');
   return (
     `${versionText(prog)}` +
+    'Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n' +
     `usage: ${prog} [standard options] command [command options]\n` +
     'QEMU disk image utility\n\n' +
     OPTIONS_TEXT +
