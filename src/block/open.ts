@@ -25,6 +25,8 @@ export interface OpenOptions {
   secrets?: SecretStore;
   /** Force the format of the backing file (qemu: -F / backing.driver). */
   backingFormat?: string;
+  /** Open the backing images read-write too (commit writes into a lower image). Default: read-only. */
+  backingWritable?: boolean;
   /** Receives warnings qemu-img prints to stderr (e.g. a raw format guessed by probing for writing). */
   warn?: (text: string) => void;
 }
@@ -156,7 +158,7 @@ export async function openImage(filename: string, opts: OpenOptions = {}): Promi
       let below: Image;
       try {
         const fmt = forcedFormat ?? named.format;
-        below = await openLayer(path, { readOnly: true, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets });
+        below = await openLayer(path, { readOnly: !opts.backingWritable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets });
       } catch (e) {
         const err = e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${path}'`, { path });
         throw new VdiskError(err.kind, err.code, `Could not open backing file: ${err.message}`, { ...err.context, path: cur.filename }, err);
