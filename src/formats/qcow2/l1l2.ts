@@ -1,0 +1,195 @@
+/**
+ * Guest-to-host cluster mapping (qcow2.txt "Cluster mapping", "Extended L2 Entries").
+ *
+ * L1 entry: bits 9-55 L2 table offset, bit 63 "copied" (refcount 1).
+ * L2 entry: bit 62 compressed, bit 63 copied; standard descriptor: bit 0 zero (v3 without extended
+ * L2), bits 9-55 host cluster offset. Compressed descriptor: low x bits host byte offset, bits x-61
+ * extra 512-byte sectors, x = 62 - (cluster_bits - 8). Extended L2 entries add a 64-bit bitmap:
+ * bits 0-31 "subcluster allocated", bits 32-63 "subcluster reads as zeros".
+ *
+ * Host offsets are decoded from two 32-bit halves; anything at or above 2^53 is rejected as
+ * corrupt before it can reach the I/O path.
+ */
+import { VdiskError } from '../../block/errors.js';
+import type { TableCache } from './l2-cache.js';
+
+export type SubclusterType =
+  | 'unallocated' // ask the backing file
+  | 'unallocated-alloc' // extended L2: host cluster exists, subcluster not yet written
+  | 'zero-plain' // reads as zeros, no host cluster
+  | 'zero-alloc' // reads as zeros, host cluster preallocated
+  | 'normal'
+  | 'compressed';
+
+export interface Geometry {
+  clusterBits: number;
+  clusterSize: number;
+  /** log2 of L2 entries per table. */
+  l2Bits: number;
+  extL2: boolean;
+  /** Bytes per L2 entry: 8, or 16 with extended L2. */
+  entryBytes: number;
+  subclusterBits: number;
+  subclusterSize: number;
+  /** v3 without extended L2: bit 0 is the zero flag. */
+  zeroFlag: boolean;
+  hasDataFile: boolean;
+}
+
+export function geometry(clusterBits: number, extL2: boolean, version: number, hasDataFile: boolean): Geometry {
+  const entryBytes = extL2 ? 16 : 8;
+  const l2Bits = clusterBits - (extL2 ? 4 : 3);
+  const subclusterBits = extL2 ? clusterBits - 5 : clusterBits;
+  return {
+    clusterBits, clusterSize: 2 ** clusterBits, l2Bits, extL2, entryBytes,
+    subclusterBits, subclusterSize: 2 ** subclusterBits, zeroFlag: version >= 3 && !extL2, hasDataFile,
+  };
+}
+
+/** One run of guest bytes with the same kind of mapping. */
+export interface Mapping {
+  type: SubclusterType;
+  /** Guest bytes from the queried offset. */
+  length: number;
+  /** Host byte of the queried guest offset (normal, zero-alloc, unallocated-alloc). */
+  hostOffset?: number;
+  /** Compressed cluster: where its bytes start and how many to read; the run stays within the cluster. */
+  compressed?: { hostOffset: number; size: number };
+}
+
+export const L1E_COPIED_HI = 0x80000000;
+export const L2E_COPIED_HI = 0x80000000;
+export const L2E_COMPRESSED_HI = 0x40000000;
+/** Bits 53..55 of a host offset: offsets this high cannot be real and would lose precision. */
+const UNSAFE_HI = 0x00e00000;
+
+export function hx(n: number): string {
+  return n === 0 ? '0' : `0x${n.toString(16)}`;
+}
+
+export function corrupt(path: string, message: string, offset?: number): VdiskError {
+  return new VdiskError('corrupt', 'QCOW2_CORRUPT', `Image is corrupt: ${message}`, { path, format: 'qcow2', ...(offset !== undefined ? { offset } : {}) });
+}
+
+/** Bits 9-55 of a table entry given as two halves, as a safe number (throws when out of range). */
+export function entryOffset(hi: number, lo: number, path: string, what: string): number {
+  if (hi & UNSAFE_HI) throw corrupt(path, `${what} offset beyond 2^53`);
+  return (hi & 0x001fffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
+}
+
+/** Decode the host offset of a compressed descriptor and its byte count. */
+export function compressedDescriptor(hi: number, lo: number, clusterBits: number): { hostOffset: number; size: number } {
+  const entry = (BigInt(hi & 0x3fffffff) << 32n) | BigInt(lo >>> 0);
+  const x = BigInt(62 - (clusterBits - 8));
+  const off = entry & ((1n << x) - 1n);
+  const sectors = Number(entry >> x) + 1;
+  const hostOffset = Number(off);
+  return { hostOffset, size: sectors * 512 - (hostOffset & 511) };
+}
+
+export class ClusterMap {
+  readonly l1View: DataView;
+
+  constructor(
+    readonly geo: Geometry,
+    /** The active L1 table, in file byte order. */
+    public l1: Uint8Array,
+    readonly l2Cache: TableCache,
+    readonly path: string,
+  ) {
+    this.l1View = new DataView(l1.buffer, l1.byteOffset, l1.byteLength);
+  }
+
+  get l1Entries(): number {
+    return this.l1.length / 8;
+  }
+
+  /** Host offset of the L2 table for L1 index `i` (0: none). */
+  l2Offset(i: number): number {
+    if (i >= this.l1Entries) return 0;
+    const hi = this.l1View.getUint32(i * 8);
+    const lo = this.l1View.getUint32(i * 8 + 4);
+    const off = entryOffset(hi, lo, this.path, 'L2 table');
+    if (off & (this.geo.clusterSize - 1)) {
+      throw corrupt(this.path, `L2 table offset ${hx(off)} unaligned (L1 index: ${hx(i)})`, off);
+    }
+    return off;
+  }
+
+  /**
+   * The mapping of the run starting at guest `offset`, at most `max` bytes long. Runs of
+   * unallocated L1 entries are skipped a whole L2 range at a time, so a sparse 4 TiB image costs
+   * a scan of its L1 table, never a read per cluster.
+   */
+  async lookup(offset: number, max: number): Promise<Mapping> {
+    const g = this.geo;
+    const l2Span = 2 ** (g.l2Bits + g.clusterBits);
+    let l1i = Math.floor(offset / l2Span);
+    let l2off = this.l2Offset(l1i);
+    if (l2off === 0) {
+      let end = (l1i + 1) * l2Span;
+      while (end < offset + max && this.l2Offset(++l1i) === 0) end += l2Span;
+      return { type: 'unallocated', length: Math.min(end, offset + max) - offset };
+    }
+    const table = await this.l2Cache.get(l2off);
+    const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
+    const limit = Math.min(offset + max, (l1i + 1) * l2Span);
+    const first = this.entryAt(dv, offset, l2off);
+    let pos = first.end;
+    if (first.type !== 'compressed') {
+      while (pos < limit) {
+        const next = this.entryAt(dv, pos, l2off);
+        if (next.type !== first.type) break;
+        if (first.host !== undefined && next.host !== first.host + (pos - offset)) break;
+        pos = next.end;
+      }
+    }
+    const m: Mapping = { type: first.type, length: Math.min(pos, limit) - offset };
+    if (first.host !== undefined) m.hostOffset = first.host;
+    if (first.compressed) m.compressed = first.compressed;
+    return m;
+  }
+
+  /** The type of the (sub)cluster holding `pos`, where it ends, and its host byte. */
+  private entryAt(dv: DataView, pos: number, l2off: number): { type: SubclusterType; end: number; host?: number; compressed?: { hostOffset: number; size: number } } {
+    const g = this.geo;
+    const cluster = Math.floor(pos / g.clusterSize);
+    const idx = cluster & ((1 << g.l2Bits) - 1);
+    const hi = dv.getUint32(idx * g.entryBytes);
+    const lo = dv.getUint32(idx * g.entryBytes + 4);
+    const inCluster = pos - cluster * g.clusterSize;
+    const clusterEnd = (cluster + 1) * g.clusterSize;
+    if (hi & L2E_COMPRESSED_HI) {
+      return { type: 'compressed', end: clusterEnd, compressed: compressedDescriptor(hi, lo, g.clusterBits) };
+    }
+    const host = entryOffset(hi, lo, this.path, 'Cluster allocation');
+    const copied = (hi & L2E_COPIED_HI) !== 0;
+    const hasHost = host !== 0 || (g.hasDataFile && copied);
+    if (hasHost && host & (g.clusterSize - 1)) {
+      throw corrupt(this.path, `Cluster allocation offset ${hx(host)} unaligned (L2 offset: ${hx(l2off)}, L2 index: ${hx(idx)})`, host);
+    }
+    if (!g.extL2) {
+      let type: SubclusterType;
+      if (g.zeroFlag && lo & 1) type = hasHost ? 'zero-alloc' : 'zero-plain';
+      else type = hasHost ? 'normal' : 'unallocated';
+      return hasHost ? { type, end: clusterEnd, host: host + inCluster } : { type, end: clusterEnd };
+    }
+    const bhi = dv.getUint32(idx * 16 + 8);
+    const blo = dv.getUint32(idx * 16 + 12);
+    const sc = Math.floor(inCluster / g.subclusterSize);
+    const alloc = (blo >>> sc) & 1;
+    const zero = (bhi >>> sc) & 1;
+    if (alloc && (zero || !hasHost)) {
+      throw corrupt(this.path, `Invalid cluster entry found (L2 offset: ${hx(l2off)}, L2 index: ${hx(idx)})`);
+    }
+    // the run continues through following subclusters with the same two bits
+    let scEnd = sc + 1;
+    while (scEnd < 32 && ((blo >>> scEnd) & 1) === alloc && ((bhi >>> scEnd) & 1) === zero) scEnd++;
+    const end = cluster * g.clusterSize + scEnd * g.subclusterSize;
+    let type: SubclusterType;
+    if (alloc) type = 'normal';
+    else if (zero) type = hasHost ? 'zero-alloc' : 'zero-plain';
+    else type = hasHost ? 'unallocated-alloc' : 'unallocated';
+    return hasHost ? { type, end, host: host + inCluster } : { type, end };
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * A bounded LRU cache of cluster-sized metadata tables (L2 tables, refcount blocks), keyed by host
+ * offset. Dirty tables are written back before eviction and on flush, so memory stays bounded
+ * however large the image; a JS Map keeps insertion order, and a hit re-inserts to mark recency.
+ */
+import type { Protocol } from '../../protocols/types.js';
+
+interface Slot {
+  data: Uint8Array;
+  dirty: boolean;
+}
+
+export class TableCache {
+  private readonly slots = new Map<number, Slot>();
+  readonly capacity: number;
+
+  constructor(
+    private readonly proto: Protocol,
+    readonly tableBytes: number,
+    budgetBytes: number,
+    /** Called before a dirty table is written (to flush what it depends on first). */
+    private readonly beforeWrite?: () => Promise<void>,
+  ) {
+    this.capacity = Math.max(4, Math.floor(budgetBytes / tableBytes));
+  }
+
+  /** The table at `offset`, read from the file on a miss. */
+  async get(offset: number): Promise<Uint8Array> {
+    const hit = this.slots.get(offset);
+    if (hit) {
+      this.slots.delete(offset);
+      this.slots.set(offset, hit);
+      return hit.data;
+    }
+    const data = new Uint8Array(this.tableBytes);
+    await this.proto.pread(data, offset);
+    await this.insert(offset, { data, dirty: false });
+    return data;
+  }
+
+  /** A table that is new in the file: zero-filled, dirty, no read. */
+  async fresh(offset: number): Promise<Uint8Array> {
+    const data = new Uint8Array(this.tableBytes);
+    this.slots.delete(offset);
+    await this.insert(offset, { data, dirty: true });
+    return data;
+  }
+
+  markDirty(offset: number): void {
+    const s = this.slots.get(offset);
+    if (s) s.dirty = true;
+  }
+
+  /** Forget a table (its cluster was freed); it is not written back. */
+  drop(offset: number): void {
+    this.slots.delete(offset);
+  }
+
+  private async insert(offset: number, slot: Slot): Promise<void> {
+    while (this.slots.size >= this.capacity) {
+      const [oldest, s] = this.slots.entries().next().value as [number, Slot];
+      if (s.dirty) await this.writeBack(oldest, s);
+      this.slots.delete(oldest);
+    }
+    this.slots.set(offset, slot);
+  }
+
+  private async writeBack(offset: number, s: Slot): Promise<void> {
+    await this.beforeWrite?.();
+    await this.proto.pwrite(s.data, offset);
+    s.dirty = false;
+  }
+
+  /** Write every dirty table. */
+  async flush(): Promise<void> {
+    for (const [off, s] of this.slots) {
+      if (s.dirty) await this.writeBack(off, s);
+    }
+  }
+
+  get dirtyCount(): number {
+    let n = 0;
+    for (const s of this.slots.values()) if (s.dirty) n++;
+    return n;
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * An open qcow2 image: the read side (read, block status, info). Writes live in ./write.ts and
+ * reach this state through the same object.
+ */
+import { VdiskError } from '../../block/errors.js';
+import type { BackingReader, JsonObject, LayerInfo, LayerStatus } from '../../block/driver.js';
+import type { Protocol } from '../../protocols/types.js';
+import {
+  AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, CRYPT_AES, CRYPT_LUKS, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
+  INCOMPAT_DIRTY, INCOMPAT_EXTL2,
+} from './header.js';
+import { ClusterMap, hx, type Mapping } from './l1l2.js';
+import { decompressCluster } from './compress.js';
+import { snapshotInfo } from './snapshot.js';
+import { bitmapInfo } from './bitmap.js';
+import type { Loaded } from './load.js';
+import type { LuksVolume } from './luks.js';
+
+export interface Qcow2Parts {
+  path: string;
+  proto: Protocol;
+  /** Where guest clusters live: the external data file, or the image file itself. */
+  data: Protocol | undefined;
+  dataFilePath?: string;
+  loaded: Loaded;
+  map: ClusterMap;
+  backingReader: BackingReader;
+  readOnly: boolean;
+  /** LUKS header, decoded for `info`; `unlocked` once a key slot opened with the secret. */
+  luks?: LuksVolume;
+  /** Why reads are refused (missing key secret, missing data file), worded as qemu's open error. */
+  ioBlocked?: VdiskError;
+}
+
+export class Qcow2Reader {
+  private lastCompressed: { host: number; data: Uint8Array } | undefined;
+
+  constructor(readonly p: Qcow2Parts) {}
+
+  get size(): number {
+    return this.p.loaded.size;
+  }
+
+  protected checkIo(): void {
+    if (this.p.ioBlocked) throw this.p.ioBlocked;
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.checkIo();
+    let done = 0;
+    while (done < buf.length) {
+      const pos = offset + done;
+      const m = await this.p.map.lookup(pos, buf.length - done);
+      const sub = buf.subarray(done, done + m.length);
+      await this.readRun(sub, pos, m);
+      done += m.length;
+    }
+  }
+
+  private async readRun(sub: Uint8Array, pos: number, m: Mapping): Promise<void> {
+    switch (m.type) {
+      case 'unallocated':
+      case 'unallocated-alloc':
+        await this.p.backingReader.read(sub, pos);
+        return;
+      case 'zero-plain':
+      case 'zero-alloc':
+        sub.fill(0);
+        return;
+      case 'normal':
+        if (this.p.luks) await this.readEncrypted(sub, m.hostOffset!);
+        else await this.p.data!.pread(sub, m.hostOffset!);
+        return;
+      case 'compressed': {
+        const cs = this.p.map.geo.clusterSize;
+        const cluster = await this.decompressed(m.compressed!.hostOffset, m.compressed!.size, pos);
+        const at = pos % cs;
+        sub.set(cluster.subarray(at, at + sub.length));
+        return;
+      }
+    }
+  }
+
+  /** Encrypted data is decrypted in whole 512-byte host sectors around the requested bytes. */
+  private async readEncrypted(sub: Uint8Array, host: number): Promise<void> {
+    const start = host - (host % 512);
+    const end = Math.ceil((host + sub.length) / 512) * 512;
+    const tmp = start === host && end === host + sub.length ? sub : new Uint8Array(end - start);
+    await this.p.data!.pread(tmp, start);
+    this.p.luks!.decrypt(tmp, start);
+    if (tmp !== sub) sub.set(tmp.subarray(host - start, host - start + sub.length));
+  }
+
+  private async decompressed(host: number, size: number, guest: number): Promise<Uint8Array> {
+    if (this.lastCompressed?.host === host) return this.lastCompressed.data;
+    const cs = this.p.map.geo.clusterSize;
+    const src = new Uint8Array(Math.min(size, 2 * cs + 512));
+    await this.p.proto.pread(src, host);
+    const out = new Uint8Array(cs);
+    if (!decompressCluster(this.p.loaded.header.compressionType, src, out)) {
+      throw new VdiskError('corrupt', 'QCOW2_DECOMPRESS',
+        `error while reading at byte ${guest}: Input/output error (compressed cluster at host offset ${hx(host)} does not decompress)`,
+        { path: this.p.path, format: 'qcow2', offset: host, op: 'read' });
+    }
+    this.lastCompressed = { host, data: out };
+    return out;
+  }
+
+  /** Forget the decompressed cluster cache (after a write changed the mapping). */
+  protected invalidateCompressed(): void {
+    this.lastCompressed = undefined;
+  }
+
+  async blockStatus(offset: number, length: number): Promise<LayerStatus> {
+    this.checkIo();
+    const m = await this.p.map.lookup(offset, length);
+    const plain = !this.p.luks;
+    switch (m.type) {
+      case 'unallocated':
+      case 'unallocated-alloc':
+        return { length: m.length, allocated: false, zero: false, data: false };
+      case 'zero-plain':
+        return { length: m.length, allocated: true, zero: true, data: false };
+      case 'zero-alloc':
+        return { length: m.length, allocated: true, zero: true, data: false, ...(plain ? this.host(m.hostOffset!) : {}) };
+      case 'normal':
+        return { length: m.length, allocated: true, zero: false, data: true, ...(plain ? this.host(m.hostOffset!) : {}) };
+      case 'compressed':
+        return { length: m.length, allocated: true, zero: false, data: true, compressed: true };
+    }
+  }
+
+  private host(off: number): { hostOffset: number; hostFile?: string } {
+    return this.p.dataFilePath !== undefined ? { hostOffset: off, hostFile: this.p.dataFilePath } : { hostOffset: off };
+  }
+
+  async info(): Promise<LayerInfo> {
+    const l = this.p.loaded;
+    const h = l.header;
+    const li: LayerInfo = { clusterSize: l.clusterSize, dirty: (h.incompatibleFeatures & INCOMPAT_DIRTY) !== 0n };
+    if (h.cryptMethod !== 0) li.encrypted = true;
+    if (l.backing) {
+      li.backingFile = l.backing.filename;
+      if (l.backing.format !== undefined) li.backingFormat = l.backing.format;
+    }
+    li.snapshots = l.snapshots.map(snapshotInfo);
+    li.formatSpecific = { type: 'qcow2', data: this.specific() };
+    return li;
+  }
+
+  /** ImageInfoSpecificQCow2 in QAPI field order (the CLI reorders into qemu's hash order). */
+  private specific(): JsonObject {
+    const l = this.p.loaded;
+    const h = l.header;
+    const d: JsonObject = {};
+    if (h.version === 2) {
+      d['compat'] = '0.10';
+    } else {
+      d['compat'] = '1.1';
+      if (l.ext.dataFile !== undefined) d['data-file'] = l.ext.dataFile;
+      if (h.incompatibleFeatures & INCOMPAT_DATA_FILE) d['data-file-raw'] = (h.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n;
+      d['extended-l2'] = (h.incompatibleFeatures & INCOMPAT_EXTL2) !== 0n;
+      d['lazy-refcounts'] = (h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0n;
+      d['corrupt'] = (h.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n;
+    }
+    d['refcount-bits'] = 2 ** h.refcountOrder;
+    if (h.cryptMethod === CRYPT_AES) d['encrypt'] = { format: 'aes' };
+    else if (h.cryptMethod === CRYPT_LUKS && this.p.luks) d['encrypt'] = this.p.luks.info();
+    if (l.bitmaps.length > 0) d['bitmaps'] = l.bitmaps.map(bitmapInfo);
+    d['compression-type'] = h.compressionType === 0 ? 'zlib' : 'zstd';
+    return d;
+  }
+}

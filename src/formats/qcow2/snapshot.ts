@@ -1,0 +1,152 @@
+/**
+ * The qcow2 snapshot table (qcow2.txt "Snapshots"): variable-length entries, each padded to 8.
+ *
+ *   0 l1_table_offset u64 | 8 l1_size u32 | 12 id_size u16 | 14 name_size u16 | 16 date_sec u32
+ *  20 date_nsec u32 | 24 vm_clock_nsec u64 | 32 vm_state_size u32 | 36 extra_size u32
+ *  40 extra: [0 vm_state_size u64 | 8 disk_size u64 | 16 icount i64] | id | name | padding
+ */
+import type { SnapshotInfo } from '../../block/driver.js';
+import type { Protocol } from '../../protocols/types.js';
+import { invalid } from './header.js';
+import { MAX_SNAPSHOT_EXTRA_BYTES, MAX_SNAPSHOT_TABLE_BYTES } from './limits.js';
+
+export interface Snapshot {
+  l1TableOffset: bigint;
+  l1Size: number;
+  id: string;
+  name: string;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: bigint;
+  vmStateSize: bigint;
+  /** Guest size when the snapshot was taken (undefined: the entry has no such extra field). */
+  diskSize?: bigint;
+  /** -1 when not recorded. */
+  icount: bigint;
+  /** Extra data beyond the fields vdisk knows, kept for rewriting the table. */
+  extra: Uint8Array;
+}
+
+const FIXED_BYTES = 40;
+const utf8 = new TextDecoder('utf-8');
+
+/** Reads a contiguous table front to back through a bounded buffer. */
+class TableReader {
+  private buf = new Uint8Array(0);
+  private bufStart = 0;
+  pos: number;
+
+  constructor(private readonly proto: Protocol, start: number) {
+    this.pos = start;
+  }
+
+  async take(n: number): Promise<Uint8Array> {
+    const end = this.pos + n;
+    if (this.pos < this.bufStart || end > this.bufStart + this.buf.length) {
+      this.buf = new Uint8Array(Math.max(n, 64 << 10));
+      this.bufStart = this.pos;
+      await this.proto.pread(this.buf, this.pos);
+    }
+    const out = this.buf.subarray(this.pos - this.bufStart, end - this.bufStart);
+    this.pos = end;
+    return out;
+  }
+}
+
+export async function readSnapshots(proto: Protocol, offset: number, count: number, path: string): Promise<Snapshot[]> {
+  const r = new TableReader(proto, offset);
+  const list: Snapshot[] = [];
+  for (let i = 0; i < count; i++) {
+    const fixed = await r.take(FIXED_BYTES);
+    const dv = new DataView(fixed.buffer, fixed.byteOffset, FIXED_BYTES);
+    const idSize = dv.getUint16(12);
+    const nameSize = dv.getUint16(14);
+    const extraSize = dv.getUint32(36);
+    if (extraSize > MAX_SNAPSHOT_EXTRA_BYTES) {
+      throw invalid('QCOW2_SNAPSHOT_EXTRA', `Too much extra metadata in snapshot table entry ${i}`, path, 'limit');
+    }
+    const s: Snapshot = {
+      l1TableOffset: dv.getBigUint64(0),
+      l1Size: dv.getUint32(8),
+      id: '',
+      name: '',
+      dateSec: dv.getUint32(16),
+      dateNsec: dv.getUint32(20),
+      vmClockNsec: dv.getBigUint64(24),
+      vmStateSize: BigInt(dv.getUint32(32)),
+      icount: -1n,
+      extra: new Uint8Array(0),
+    };
+    const extra = (await r.take(extraSize)).slice();
+    const ev = new DataView(extra.buffer);
+    if (extraSize >= 8) s.vmStateSize = ev.getBigUint64(0);
+    if (extraSize >= 16) s.diskSize = ev.getBigUint64(8);
+    if (extraSize >= 24) s.icount = ev.getBigInt64(16);
+    s.extra = extra;
+    s.id = utf8.decode(await r.take(idSize));
+    s.name = utf8.decode(await r.take(nameSize));
+    const used = r.pos - offset;
+    r.pos = offset + Math.ceil(used / 8) * 8;
+    if (r.pos - offset > MAX_SNAPSHOT_TABLE_BYTES) throw invalid('QCOW2_SNAPSHOT_TABLE', 'Snapshot table is too big', path, 'limit');
+    list.push(s);
+  }
+  return list;
+}
+
+export function snapshotInfo(s: Snapshot): SnapshotInfo {
+  const info: SnapshotInfo = {
+    id: s.id,
+    name: s.name,
+    vmStateSize: Number(s.vmStateSize),
+    dateSec: s.dateSec,
+    dateNsec: s.dateNsec,
+    vmClockNsec: Number(s.vmClockNsec),
+  };
+  if (s.icount !== -1n) info.icount = Number(s.icount);
+  return info;
+}
+
+/** Find a snapshot as qemu does for `-l`: by id first, then by name. */
+export function findSnapshot(list: readonly Snapshot[], idOrName: string): Snapshot | undefined {
+  return list.find((s) => s.id === idOrName) ?? list.find((s) => s.name === idOrName);
+}
+
+/** Encode the whole table (each entry with the three known extra fields, plus unknown extra bytes). */
+export function encodeSnapshots(list: readonly Snapshot[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const enc = new TextEncoder();
+  for (const s of list) {
+    const id = enc.encode(s.id);
+    const name = enc.encode(s.name);
+    const extra = new Uint8Array(Math.max(24, s.extra.length));
+    extra.set(s.extra);
+    const ev = new DataView(extra.buffer);
+    ev.setBigUint64(0, s.vmStateSize);
+    ev.setBigUint64(8, s.diskSize ?? 0n);
+    ev.setBigInt64(16, s.icount);
+    const len = Math.ceil((FIXED_BYTES + extra.length + id.length + name.length) / 8) * 8;
+    const e = new Uint8Array(len);
+    const dv = new DataView(e.buffer);
+    dv.setBigUint64(0, s.l1TableOffset);
+    dv.setUint32(8, s.l1Size);
+    dv.setUint16(12, id.length);
+    dv.setUint16(14, name.length);
+    dv.setUint32(16, s.dateSec);
+    dv.setUint32(20, s.dateNsec);
+    dv.setBigUint64(24, s.vmClockNsec);
+    dv.setUint32(32, Number(s.vmStateSize > 0xffffffffn ? 0n : s.vmStateSize));
+    dv.setUint32(36, extra.length);
+    e.set(extra, FIXED_BYTES);
+    e.set(id, FIXED_BYTES + extra.length);
+    e.set(name, FIXED_BYTES + extra.length + id.length);
+    parts.push(e);
+  }
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
