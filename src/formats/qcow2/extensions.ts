@@ -6,7 +6,7 @@
  *   0 type (u32) | 4 length (u32) | 8 data | padding to a multiple of 8
  */
 import { invalid } from './header.js';
-import { MAX_BACKING_FORMAT_BYTES, MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES, MAX_HEADER_EXTENSIONS } from './limits.js';
+import { MAX_BACKING_FORMAT_BYTES, MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES } from './limits.js';
 
 export const EXT_END = 0x00000000;
 export const EXT_BACKING_FORMAT = 0xe2792aca;
@@ -51,12 +51,12 @@ function cString(b: Uint8Array): string {
  * Parse the extension area `head[start, end)` (`head` is the first cluster of the file). Limits:
  * every length is checked against the area before it is used; the count of records is bounded.
  */
-export function parseExtensions(head: Uint8Array, start: number, end: number, path: string): Extensions {
+export function parseExtensions(head: Uint8Array, start: number, end: number, path: string, bitmapsConsistent = true): Extensions {
   const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
   const ext: Extensions = { features: [], unknown: [] };
   let off = start;
-  for (let n = 0; off < end; n++) {
-    if (n >= MAX_HEADER_EXTENSIONS) throw invalid('QCOW2_EXT_COUNT', `More than ${MAX_HEADER_EXTENSIONS} header extensions`, path, 'limit');
+  // the area lies inside the first cluster (at most 2 MiB), which bounds the number of records
+  while (off < end) {
     if (off + 8 > head.length) break;
     const type = dv.getUint32(off);
     const len = dv.getUint32(off + 4);
@@ -64,7 +64,8 @@ export function parseExtensions(head: Uint8Array, start: number, end: number, pa
     if (off > end || len > end - off) throw invalid('QCOW2_EXT_TOO_LARGE', 'Header extension too large', path);
     const data = head.subarray(off, off + len);
     if (type === EXT_END) break;
-    decodeOne(ext, type, data, path);
+    // without the autoclear bit, a program unaware of bitmaps rewrote the image: qemu ignores them
+    if (type !== EXT_BITMAPS || bitmapsConsistent) decodeOne(ext, type, data, path);
     off += Math.ceil(len / 8) * 8;
   }
   return ext;
@@ -93,7 +94,7 @@ function decodeOne(ext: Extensions, type: number, data: Uint8Array, path: string
       }
       if (b.nbBitmaps === 0) throw invalid('QCOW2_EXT_BITMAPS', 'found bitmaps extension with zero bitmaps', path);
       if (b.directorySize > BigInt(MAX_BITMAP_DIRECTORY_BYTES)) {
-        throw invalid('QCOW2_BITMAP_DIR_SIZE', `bitmaps_ext: Bitmap directory size (${b.directorySize}) exceeds the maximum supported size (${MAX_BITMAP_DIRECTORY_BYTES})`, path, 'limit');
+        throw invalid('QCOW2_BITMAP_DIR_SIZE', `bitmaps_ext: bitmap directory size (${b.directorySize}) exceeds the maximum supported size (${MAX_BITMAP_DIRECTORY_BYTES})`, path, 'limit');
       }
       ext.bitmaps = b;
       return;

@@ -98,9 +98,10 @@ export class Qcow2Reader {
     await this.p.proto.pread(src, host);
     const out = new Uint8Array(cs);
     if (!decompressCluster(this.p.loaded.header.compressionType, src, out)) {
-      throw new VdiskError('corrupt', 'QCOW2_DECOMPRESS',
-        `error while reading at byte ${guest}: Input/output error (compressed cluster at host offset ${hx(host)} does not decompress)`,
-        { path: this.p.path, format: 'qcow2', offset: host, op: 'read' });
+      // qemu reports exactly this errno text; the context and code say which cluster failed
+      throw new VdiskError('corrupt', 'QCOW2_DECOMPRESS', 'Input/output error',
+        { path: this.p.path, format: 'qcow2', offset: guest, op: 'read' },
+        new Error(`compressed cluster at host offset ${hx(host)} does not decompress`));
     }
     this.lastCompressed = { host, data: out };
     return out;

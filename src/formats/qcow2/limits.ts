@@ -25,9 +25,6 @@ export const MAX_BACKING_NAME_BYTES = 1023;
 /** Longest backing format name (qemu keeps it in a 16-byte buffer). */
 export const MAX_BACKING_FORMAT_BYTES = 15;
 
-/** Header extensions parsed before giving up; the area is one cluster, so real images have a handful. */
-export const MAX_HEADER_EXTENSIONS = 1024;
-
 /** Bitmaps in the bitmaps extension (qemu's QCOW2_MAX_BITMAPS). */
 export const MAX_BITMAPS = 65535;
 

@@ -65,14 +65,14 @@ function checkFeatures(h: RawHeader, ext: Extensions, path: string, readOnly: bo
     throw invalid('QCOW2_COMPRESSION_BIT', 'qcow2: Compression type incompatible feature bit must be set', path);
   }
   if (h.incompatibleFeatures & INCOMPAT_EXTL2 && h.clusterBits < 14) {
-    throw invalid('QCOW2_EXTL2_CLUSTER', 'Extended L2 entries are only supported with cluster sizes of at least 16384 bytes', path, 'unsupported');
+    throw invalid('QCOW2_EXTL2_CLUSTER', `Unsupported subcluster size: ${2 ** (h.clusterBits - 5)}`, path, 'unsupported');
   }
   if (h.cryptMethod > CRYPT_LUKS) throw invalid('QCOW2_CRYPT_METHOD', `Unsupported encryption method ${h.cryptMethod}`, path, 'unsupported');
   if (h.cryptMethod === CRYPT_LUKS && !ext.crypto) {
     throw invalid('QCOW2_CRYPTO_EXT', 'LUKS encryption method requires a crypto header extension', path);
   }
   if (h.cryptMethod !== CRYPT_LUKS && ext.crypto) {
-    throw invalid('QCOW2_CRYPTO_EXT', 'crypto header extension only expected with LUKS encryption method', path);
+    throw invalid('QCOW2_CRYPTO_EXT', 'CRYPTO header extension only expected with LUKS encryption method', path);
   }
 }
 
@@ -105,7 +105,7 @@ export async function loadImage(proto: Protocol, ctx: OpenContext): Promise<Load
   const head = new Uint8Array(clusterSize);
   await proto.pread(head, 0);
   const extEnd = h.backingFileOffset !== 0n ? Number(h.backingFileOffset) : clusterSize;
-  const ext = parseExtensions(head, h.headerLength, extEnd, path);
+  const ext = parseExtensions(head, h.headerLength, extEnd, path, (h.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n);
   checkFeatures(h, ext, path, ctx.readOnly);
 
   if (h.refcountTableClusters > MAX_REFCOUNT_TABLE_BYTES / clusterSize) {
@@ -121,7 +121,7 @@ export async function loadImage(proto: Protocol, ctx: OpenContext): Promise<Load
   await proto.pread(l1, l1Offset);
   const backingName = await readBackingName(proto, h, path);
   const snapshots = await readSnapshots(proto, Number(h.snapshotsOffset), h.nbSnapshots, path);
-  const bitmaps = ext.bitmaps && h.autoclearFeatures & AUTOCLEAR_BITMAPS ? await readBitmapDirectory(proto, ext.bitmaps, path) : [];
+  const bitmaps = ext.bitmaps ? await readBitmapDirectory(proto, ext.bitmaps, path) : [];
 
   const out: Loaded = {
     header: h, ext, clusterSize, size, l1Offset, l1, refcountTableOffset: Number(h.refcountTableOffset), snapshots, bitmaps,

@@ -63,7 +63,8 @@ export async function readSnapshots(proto: Protocol, offset: number, count: numb
     const nameSize = dv.getUint16(14);
     const extraSize = dv.getUint32(36);
     if (extraSize > MAX_SNAPSHOT_EXTRA_BYTES) {
-      throw invalid('QCOW2_SNAPSHOT_EXTRA', `Too much extra metadata in snapshot table entry ${i}`, path, 'limit');
+      throw invalid('QCOW2_SNAPSHOT_EXTRA', `Too much extra metadata in snapshot table entry ${i}\n` +
+        'You can force-remove this extra metadata with qemu-img check -r all', path, 'limit');
     }
     const s: Snapshot = {
       l1TableOffset: dv.getBigUint64(0),
@@ -87,7 +88,9 @@ export async function readSnapshots(proto: Protocol, offset: number, count: numb
     s.name = utf8.decode(await r.take(nameSize));
     const used = r.pos - offset;
     r.pos = offset + Math.ceil(used / 8) * 8;
-    if (r.pos - offset > MAX_SNAPSHOT_TABLE_BYTES) throw invalid('QCOW2_SNAPSHOT_TABLE', 'Snapshot table is too big', path, 'limit');
+    if (r.pos - offset > MAX_SNAPSHOT_TABLE_BYTES) {
+      throw invalid('QCOW2_SNAPSHOT_TABLE', `Snapshot table is too big\nYou can force-remove all ${count - i} overhanging snapshots with qemu-img check -r all`, path, 'limit');
+    }
     list.push(s);
   }
   return list;
