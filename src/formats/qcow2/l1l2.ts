@@ -88,7 +88,7 @@ export function compressedDescriptor(hi: number, lo: number, clusterBits: number
 }
 
 export class ClusterMap {
-  readonly l1View: DataView;
+  l1View: DataView;
 
   constructor(
     readonly geo: Geometry,
@@ -97,6 +97,11 @@ export class ClusterMap {
     readonly l2Cache: TableCache,
     readonly path: string,
   ) {
+    this.l1View = new DataView(l1.buffer, l1.byteOffset, l1.byteLength);
+  }
+
+  replaceL1(l1: Uint8Array): void {
+    this.l1 = l1;
     this.l1View = new DataView(l1.buffer, l1.byteOffset, l1.byteLength);
   }
 

@@ -13,13 +13,13 @@ interface Slot {
 export class TableCache {
   private readonly slots = new Map<number, Slot>();
   readonly capacity: number;
+  /** Called before a dirty table is written, to flush what it depends on first (refcounts before L2). */
+  beforeWrite: (() => Promise<void>) | undefined;
 
   constructor(
     private readonly proto: Protocol,
     readonly tableBytes: number,
     budgetBytes: number,
-    /** Called before a dirty table is written (to flush what it depends on first). */
-    private readonly beforeWrite?: () => Promise<void>,
   ) {
     this.capacity = Math.max(4, Math.floor(budgetBytes / tableBytes));
   }
@@ -46,9 +46,19 @@ export class TableCache {
     return data;
   }
 
-  markDirty(offset: number): void {
+  /**
+   * Mark a table changed. `data` is the array the caller changed: if the table was evicted (or
+   * re-read) since the caller got it, the caller's copy is the newest and takes the slot again; the
+   * cache may then exceed its capacity by one until the next insertion.
+   */
+  markDirty(offset: number, data: Uint8Array): void {
     const s = this.slots.get(offset);
-    if (s) s.dirty = true;
+    if (s && s.data === data) {
+      s.dirty = true;
+      return;
+    }
+    this.slots.delete(offset);
+    this.slots.set(offset, { data, dirty: true });
   }
 
   /** Forget a table (its cluster was freed); it is not written back. */
@@ -67,8 +77,9 @@ export class TableCache {
 
   private async writeBack(offset: number, s: Slot): Promise<void> {
     await this.beforeWrite?.();
-    await this.proto.pwrite(s.data, offset);
+    // clean before the write, and write a copy: a change made meanwhile marks it dirty again
     s.dirty = false;
+    await this.proto.pwrite(s.data.slice(), offset);
   }
 
   /** Write every dirty table. */

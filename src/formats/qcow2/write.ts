@@ -1,10 +1,32 @@
 /**
- * The qcow2 FormatLayer: the read side (./layer.ts) plus writes.
+ * The qcow2 FormatLayer: the read side (./layer.ts) plus writes. Every operation on a writable
+ * image runs under one lock, so allocation and table updates never interleave. A write goes to
+ * the host cluster in place when the cluster is private (refcount 1); otherwise a new cluster is
+ * allocated and filled first with the old guest content around the written bytes (copy-on-write
+ * from the backing file, a compressed or shared cluster, or zeros), then the mapping switches.
  */
-import type { FormatLayer } from '../../block/driver.js';
-import { Qcow2Reader } from './layer.js';
+import { VdiskError } from '../../block/errors.js';
+import type { FormatLayer, LayerStatus, TruncateOptions } from '../../block/driver.js';
+import { Qcow2Reader, type Qcow2Parts } from './layer.js';
+import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_DIRTY } from './header.js';
+import { entryOffset, L2E_COMPRESSED_HI, L2E_COPIED_HI } from './l1l2.js';
+import { Refcounts } from './refcount.js';
+import { ClusterAllocator } from './cluster-alloc.js';
+import { MetadataWriter, type RawEntry } from './l2-update.js';
+import { MAX_IMAGE_SIZE } from '../../block/limits.js';
+
+const FLAG_AUTO = 2;
+const ALL_SUBCLUSTERS = 0xffffffff;
 
 export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
+  private lock: Promise<unknown> = Promise.resolve();
+  private meta: MetadataWriter | undefined;
+  private writeBlocked: VdiskError | undefined;
+
+  constructor(p: Qcow2Parts) {
+    super(p);
+  }
+
   get granularity(): number {
     return this.p.map.geo.clusterSize;
   }
@@ -13,9 +35,328 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return this.p.loaded.backing;
   }
 
-  /** Called once after open, read-write images only: mark the image dirty when lazy refcounts apply. */
+  /** Run `fn` alone (writable images only; read-only images need no ordering). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.p.readOnly) return fn();
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Decide, once at open, whether writes can be honoured safely. */
   async prepareWrites(): Promise<void> {
-    // writes are wired in a later step
+    if (this.p.readOnly) return;
+    const l = this.p.loaded;
+    const h = l.header;
+    const path = this.p.path;
+    if (h.incompatibleFeatures & INCOMPAT_DIRTY) {
+      this.writeBlocked = new VdiskError('unsupported', 'QCOW2_DIRTY', `Could not write to '${path}': the image is dirty (its refcounts may be stale); repair it with 'qemu-img check -r all' first`, { path, format: 'qcow2' });
+    } else if (h.cryptMethod !== 0) {
+      this.writeBlocked = new VdiskError('unsupported', 'QCOW2_ENCRYPTED_WRITE', `Could not write to '${path}': vdisk does not write encrypted qcow2 images`, { path, format: 'qcow2' });
+    } else if (l.bitmaps.some((b) => b.flags & FLAG_AUTO)) {
+      this.writeBlocked = new VdiskError('unsupported', 'QCOW2_BITMAPS_WRITE', `Could not write to '${path}': vdisk cannot keep its enabled persistent dirty bitmaps up to date`, { path, format: 'qcow2' });
+    }
+  }
+
+  private async writer(): Promise<MetadataWriter> {
+    this.checkIo();
+    if (this.writeBlocked) throw this.writeBlocked;
+    if (this.meta) return this.meta;
+    const p = this.p;
+    const h = p.loaded.header;
+    const cs = p.map.geo.clusterSize;
+    const rc = await Refcounts.load(p.proto, h.clusterBits, h.refcountOrder, p.loaded.refcountTableOffset, h.refcountTableClusters, p.path);
+    const end = Math.ceil((await p.proto.size()) / cs);
+    const alloc = new ClusterAllocator(p.proto, rc, h.clusterBits, end, async (offset, clusters) => {
+      const b = new Uint8Array(12);
+      const dv = new DataView(b.buffer);
+      dv.setBigUint64(0, BigInt(offset));
+      dv.setUint32(8, clusters);
+      await p.proto.pwrite(b, 48);
+      h.refcountTableOffset = BigInt(offset);
+      h.refcountTableClusters = clusters;
+    }, p.path);
+    this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path);
+    await this.clearUnknownAutoclear();
+    return this.meta;
+  }
+
+  /** The spec lets a writer keep autoclear bits only for features it maintains. */
+  private async clearUnknownAutoclear(): Promise<void> {
+    const h = this.p.loaded.header;
+    const known = AUTOCLEAR_BITMAPS | AUTOCLEAR_DATA_FILE_RAW;
+    if (h.version < 3 || (h.autoclearFeatures & ~known) === 0n) return;
+    h.autoclearFeatures &= known;
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, h.autoclearFeatures);
+    await this.p.proto.pwrite(b, 88);
+  }
+
+  override read(buf: Uint8Array, offset: number): Promise<void> {
+    return this.serial(() => super.read(buf, offset));
+  }
+
+  override blockStatus(offset: number, length: number): Promise<LayerStatus> {
+    return this.serial(() => super.blockStatus(offset, length));
+  }
+
+  write(buf: Uint8Array, offset: number): Promise<void> {
+    return this.serial(async () => {
+      const meta = await this.writer();
+      await this.writeData(meta, buf, offset);
+      if (meta.mustFlush) await meta.flush();
+    });
+  }
+
+  private async writeData(meta: MetadataWriter, buf: Uint8Array, offset: number): Promise<void> {
+    const cs = this.p.map.geo.clusterSize;
+    for (let done = 0; done < buf.length;) {
+      const pos = offset + done;
+      const n = Math.min(buf.length - done, cs - (pos % cs));
+      await this.writeInCluster(meta, buf.subarray(done, done + n), pos);
+      done += n;
+    }
+    this.invalidateCompressed();
+  }
+
+  private locate(pos: number): { l1i: number; idx: number; cstart: number; inC: number } {
+    const g = this.p.map.geo;
+    const cluster = Math.floor(pos / g.clusterSize);
+    return {
+      l1i: Math.floor(cluster / 2 ** g.l2Bits), idx: cluster % 2 ** g.l2Bits,
+      cstart: cluster * g.clusterSize, inC: pos - cluster * g.clusterSize,
+    };
+  }
+
+  /** Guest content of [from, to) as it reads now (zeros past the end of the image). */
+  private async current(from: number, to: number): Promise<Uint8Array> {
+    const out = new Uint8Array(to - from);
+    const end = Math.min(to, this.size);
+    if (end > from) await super.read(out.subarray(0, end - from), from);
+    return out;
+  }
+
+  private hostOf(e: RawEntry): number {
+    return entryOffset(e.hi, e.lo, this.p.path, 'Cluster allocation');
+  }
+
+  private hasHost(e: RawEntry): boolean {
+    if (e.hi & L2E_COMPRESSED_HI) return false;
+    return this.hostOf(e) !== 0 || (this.p.data !== this.p.proto && (e.hi & L2E_COPIED_HI) !== 0);
+  }
+
+  private entryFor(host: number, zeroFlag: boolean): RawEntry {
+    return {
+      hi: (Math.floor(host / 0x100000000) | L2E_COPIED_HI) >>> 0, lo: (host >>> 0) | (zeroFlag ? 1 : 0),
+      zeroBits: 0, allocBits: 0,
+    };
+  }
+
+  /** A new host cluster: allocated in the image, or the fixed guest-offset cluster of a data file. */
+  private async newCluster(meta: MetadataWriter, cstart: number): Promise<number> {
+    return this.p.data !== this.p.proto ? cstart : meta.alloc.allocate(1);
+  }
+
+  private async writeInCluster(meta: MetadataWriter, data: Uint8Array, pos: number): Promise<void> {
+    const g = this.p.map.geo;
+    const { l1i, idx, cstart, inC } = this.locate(pos);
+    const l2off = await meta.l2ForWrite(l1i);
+    const e = await meta.entry(l2off, idx);
+    if (g.extL2) return this.writeSubclusters(meta, data, pos, l2off, idx, e);
+    const copied = (e.hi & L2E_COPIED_HI) !== 0;
+    const zero = g.zeroFlag && (e.lo & 1) !== 0;
+    if (this.hasHost(e) && copied && !zero) {
+      await this.p.data!.pwrite(data, this.hostOf(e) + inC);
+      return;
+    }
+    const full = data.length === g.clusterSize ? data : await this.current(cstart, cstart + g.clusterSize);
+    if (full !== data) full.set(data, inC);
+    // a preallocated zero cluster of our own is reused, as qemu does
+    const reuse = zero && copied && this.hasHost(e);
+    const target = reuse ? this.hostOf(e) : await this.newCluster(meta, cstart);
+    await this.p.data!.pwrite(full, target);
+    await meta.setEntry(l2off, idx, this.entryFor(target, false));
+    if (!reuse) meta.releaseEntry(e);
+  }
+
+  /** Extended L2: write whole subclusters, filling partly written ones with their current content. */
+  private async writeSubclusters(meta: MetadataWriter, data: Uint8Array, pos: number, l2off: number, idx: number, e: RawEntry): Promise<void> {
+    const g = this.p.map.geo;
+    const { cstart, inC } = this.locate(pos);
+    const s0 = Math.floor(inC / g.subclusterSize);
+    const s1 = Math.floor((inC + data.length - 1) / g.subclusterSize);
+    const copied = (e.hi & L2E_COPIED_HI) !== 0;
+    const mask = s1 - s0 === 31 ? ALL_SUBCLUSTERS : ((2 ** (s1 - s0 + 1) - 1) * 2 ** s0) >>> 0;
+    if (this.hasHost(e) && copied) {
+      const host = this.hostOf(e);
+      if ((e.allocBits & mask) === mask) {
+        await this.p.data!.pwrite(data, host + inC);
+        return;
+      }
+      const from = cstart + s0 * g.subclusterSize;
+      const buf = await this.current(from, cstart + (s1 + 1) * g.subclusterSize);
+      buf.set(data, pos - from);
+      await this.p.data!.pwrite(buf, host + s0 * g.subclusterSize);
+      await meta.setEntry(l2off, idx, { ...e, allocBits: (e.allocBits | mask) >>> 0, zeroBits: (e.zeroBits & ~mask) >>> 0 });
+      return;
+    }
+    const target = await this.newCluster(meta, cstart);
+    if (e.hi & L2E_COMPRESSED_HI || this.hasHost(e)) {
+      // compressed or shared with a snapshot: the new cluster takes the whole cluster's content
+      const full = await this.current(cstart, cstart + g.clusterSize);
+      full.set(data, inC);
+      await this.p.data!.pwrite(full, target);
+      await meta.setEntry(l2off, idx, { ...this.entryFor(target, false), allocBits: ALL_SUBCLUSTERS, zeroBits: 0 });
+    } else {
+      const from = cstart + s0 * g.subclusterSize;
+      const buf = await this.current(from, cstart + (s1 + 1) * g.subclusterSize);
+      buf.set(data, pos - from);
+      await this.p.data!.pwrite(buf, target + s0 * g.subclusterSize);
+      await meta.setEntry(l2off, idx, { ...this.entryFor(target, false), allocBits: mask, zeroBits: (e.zeroBits & ~mask) >>> 0 });
+    }
+    meta.releaseEntry(e);
+  }
+
+  writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
+    return this.serial(async () => {
+      const meta = await this.writer();
+      const g = this.p.map.geo;
+      const unit = g.extL2 ? g.subclusterSize : g.clusterSize;
+      // zero flags need v3; a raw data file must hold the zeros itself
+      const flags = this.p.loaded.header.version >= 3 && !this.rawDataFile();
+      const end = offset + length;
+      for (let pos = offset; pos < end;) {
+        const next = Math.min(end, (Math.floor(pos / g.clusterSize) + 1) * g.clusterSize);
+        const a = Math.ceil(pos / unit) * unit;
+        const b = Math.floor(next / unit) * unit;
+        if (!flags || a >= b) await this.zeroBytes(meta, pos, next - pos);
+        else {
+          if (a > pos) await this.zeroBytes(meta, pos, a - pos);
+          await this.zeroFlagged(meta, a, b - a, mayUnmap);
+          if (next > b) await this.zeroBytes(meta, b, next - b);
+        }
+        pos = next;
+      }
+      this.invalidateCompressed();
+      if (meta.mustFlush) await meta.flush();
+    });
+  }
+
+  private rawDataFile(): boolean {
+    return (this.p.loaded.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n && this.p.data !== this.p.proto;
+  }
+
+  /** Zeros written as data, skipped where the bytes already read as zeros without a backing file. */
+  private async zeroBytes(meta: MetadataWriter, pos: number, n: number): Promise<void> {
+    const m = await this.p.map.lookup(pos, n);
+    if (m.length >= n && (m.type === 'zero-plain' || m.type === 'zero-alloc' || (m.type === 'unallocated' && !this.p.backingReader.present))) return;
+    await this.writeData(meta, new Uint8Array(n), pos);
+  }
+
+  /** Zero whole clusters (or subclusters) within one cluster through the L2 entry's zero flags. */
+  private async zeroFlagged(meta: MetadataWriter, pos: number, n: number, mayUnmap: boolean): Promise<void> {
+    const g = this.p.map.geo;
+    const { l1i, idx, inC } = this.locate(pos);
+    if (this.p.map.l2Offset(l1i) === 0 && !this.p.backingReader.present) return;
+    const l2off = await meta.l2ForWrite(l1i);
+    const e = await meta.entry(l2off, idx);
+    const keep = this.hasHost(e) && (e.hi & L2E_COPIED_HI) !== 0 && !mayUnmap && !this.p.readOnly;
+    if (!g.extL2) {
+      await meta.setEntry(l2off, idx, keep ? this.entryFor(this.hostOf(e), true) : { hi: 0, lo: 1, zeroBits: 0, allocBits: 0 });
+      if (!keep) meta.releaseEntry(e);
+      return;
+    }
+    const s0 = inC / g.subclusterSize;
+    const count = n / g.subclusterSize;
+    const mask = count === 32 ? ALL_SUBCLUSTERS : ((2 ** count - 1) * 2 ** s0) >>> 0;
+    const compressed = (e.hi & L2E_COMPRESSED_HI) !== 0;
+    const zeroBits = ((compressed ? 0 : e.zeroBits) | mask) >>> 0;
+    const allocBits = compressed ? 0 : (e.allocBits & ~mask) >>> 0;
+    if (compressed || (!keep && zeroBits === ALL_SUBCLUSTERS) || (!this.hasHost(e))) {
+      if (compressed && mask !== ALL_SUBCLUSTERS) {
+        // a partly zeroed compressed cluster: write its remaining content plainly
+        return this.zeroBytes(meta, pos, n);
+      }
+      await meta.setEntry(l2off, idx, { hi: 0, lo: 0, zeroBits, allocBits: 0 });
+      meta.releaseEntry(e);
+      return;
+    }
+    await meta.setEntry(l2off, idx, { ...e, zeroBits, allocBits });
+  }
+
+  discard(offset: number, length: number): Promise<void> {
+    return this.serial(async () => {
+      const meta = await this.writer();
+      const g = this.p.map.geo;
+      const h = this.p.loaded.header;
+      const backing = this.p.backingReader.present;
+      // v2 cannot mark a cluster zero, so with a backing file a discard would expose its data
+      if (this.p.data !== this.p.proto || (h.version < 3 && backing)) return;
+      const first = Math.ceil(offset / g.clusterSize);
+      const last = Math.floor((offset + length) / g.clusterSize);
+      for (let c = first; c < last; c++) {
+        const { l1i, idx } = this.locate(c * g.clusterSize);
+        if (this.p.map.l2Offset(l1i) === 0) continue;
+        const l2off = await meta.l2ForWrite(l1i);
+        const e = await meta.entry(l2off, idx);
+        const cleared: RawEntry = g.extL2
+          ? { hi: 0, lo: 0, zeroBits: backing ? ALL_SUBCLUSTERS : 0, allocBits: 0 }
+          : { hi: 0, lo: backing ? 1 : 0, zeroBits: 0, allocBits: 0 };
+        await meta.setEntry(l2off, idx, cleared);
+        meta.releaseEntry(e);
+      }
+      this.invalidateCompressed();
+      if (meta.mustFlush) await meta.flush();
+    });
+  }
+
+  flush(): Promise<void> {
+    return this.serial(async () => {
+      if (!this.meta) return;
+      await this.meta.flush();
+      if (this.p.data && this.p.data !== this.p.proto) await this.p.data.flush();
+    });
+  }
+
+  truncate(size: number, opts: TruncateOptions): Promise<void> {
+    return this.serial(async () => {
+      const meta = await this.writer();
+      const path = this.p.path;
+      if (opts.prealloc !== 'off') {
+        throw new VdiskError('unsupported', 'QCOW2_RESIZE_PREALLOC', `vdisk does not support preallocation=${opts.prealloc} when resizing qcow2 images`, { path, format: 'qcow2' });
+      }
+      if (size < this.size) {
+        throw new VdiskError('unsupported', 'QCOW2_SHRINK', 'vdisk does not support shrinking qcow2 images yet', { path, format: 'qcow2' });
+      }
+      if (size % 512 !== 0 || size > MAX_IMAGE_SIZE) {
+        throw new VdiskError('invalid-argument', 'QCOW2_RESIZE_SIZE', 'Image size must be a multiple of 512 bytes', { path, format: 'qcow2' });
+      }
+      await this.growTo(meta, size);
+    });
+  }
+
+  private async growTo(meta: MetadataWriter, size: number): Promise<void> {
+    const g = this.p.map.geo;
+    const h = this.p.loaded.header;
+    const span = 2 ** (g.l2Bits + g.clusterBits);
+    const needed = Math.ceil(size / span);
+    if (needed > this.p.map.l1Entries) {
+      await meta.growL1(needed, async (offset, entries) => {
+        const b = new Uint8Array(12);
+        const dv = new DataView(b.buffer);
+        dv.setUint32(0, entries);
+        dv.setBigUint64(4, BigInt(offset));
+        await this.p.proto.pwrite(b, 36);
+        h.l1Size = entries;
+        h.l1TableOffset = BigInt(offset);
+      });
+    }
+    await meta.flush();
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(size));
+    await this.p.proto.pwrite(b, 24);
+    h.size = BigInt(size);
+    this.p.loaded.size = size;
   }
 
   async close(): Promise<void> {

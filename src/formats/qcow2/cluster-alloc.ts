@@ -1,0 +1,148 @@
+/**
+ * Host cluster allocation over the refcounts: first-fit from a moving hint, refcount blocks
+ * created on demand (placed so they count themselves where possible), and the refcount table
+ * moved and grown when the file outgrows it. Order on disk: new blocks, then the new table, then
+ * the header, then the old table is freed, so a crash leaves at worst leaked clusters.
+ */
+import { VdiskError } from '../../block/errors.js';
+import type { Protocol } from '../../protocols/types.js';
+import type { Refcounts } from './refcount.js';
+import { MAX_REFCOUNT_TABLE_BYTES } from './limits.js';
+
+export class ClusterAllocator {
+  /** No free cluster below this one (a hint, lowered by frees). */
+  private hint = 0;
+  /** Clusters chosen for a refcount block whose own refcount is not set yet. */
+  private readonly reserved = new Set<number>();
+
+  constructor(
+    private readonly proto: Protocol,
+    readonly rc: Refcounts,
+    readonly clusterBits: number,
+    /** First cluster past the file's end and every allocation. */
+    public endCluster: number,
+    /** Persist a moved refcount table in the header. */
+    private readonly onTableMoved: (offset: number, clusters: number) => Promise<void>,
+    private readonly path: string,
+  ) {}
+
+  private get perBlock(): number {
+    return 2 ** this.rc.blockBits;
+  }
+
+  private async findFree(n: number): Promise<number> {
+    let start = this.hint;
+    let run = 0;
+    for (let c = this.hint; ; c++) {
+      if (this.reserved.has(c) || (c < this.rc.coveredClusters && (await this.rc.get(c)) !== 0)) {
+        start = c + 1;
+        run = 0;
+        continue;
+      }
+      if (++run === n) return start;
+    }
+  }
+
+  /** Allocate `n` contiguous clusters with refcount 1; returns the host offset of the first. */
+  async allocate(n: number): Promise<number> {
+    for (;;) {
+      const start = await this.findFree(n);
+      let changed = false;
+      const lastTi = Math.floor((start + n - 1) / this.perBlock);
+      for (let ti = Math.floor(start / this.perBlock); ti <= lastTi; ti++) {
+        if (await this.ensureBlock(ti)) changed = true;
+      }
+      // a new block (or a moved table) may have taken clusters of the run: look again
+      if (changed) continue;
+      for (let c = start; c < start + n; c++) await this.rc.add(c, 1);
+      if (start === this.hint) this.hint = start + n;
+      this.endCluster = Math.max(this.endCluster, start + n);
+      return start * 2 ** this.clusterBits;
+    }
+  }
+
+  /** Drop one reference to each cluster of [offset, offset+bytes); freed clusters are discarded in the file. */
+  async release(offset: number, bytes: number, discardFreed: boolean): Promise<void> {
+    const cs = 2 ** this.clusterBits;
+    const first = Math.floor(offset / cs);
+    const last = Math.floor((offset + bytes - 1) / cs);
+    for (let c = first; c <= last; c++) {
+      const v = await this.rc.add(c, -1);
+      if (v === 0) {
+        this.hint = Math.min(this.hint, c);
+        if (discardFreed) await this.proto.discard?.(c * cs, cs);
+      }
+    }
+  }
+
+  /** Make sure refcount block `ti` exists; true when clusters were allocated for it. */
+  private async ensureBlock(ti: number): Promise<boolean> {
+    if (ti >= this.rc.tableEntries) {
+      await this.growTable(ti);
+      return true;
+    }
+    if (this.rc.blockOffset(ti) !== 0) return false;
+    const c = await this.findFree(1);
+    const off = c * 2 ** this.clusterBits;
+    await this.rc.blocks.fresh(off);
+    this.rc.setBlockOffset(ti, off);
+    this.endCluster = Math.max(this.endCluster, c + 1);
+    const own = Math.floor(c / this.perBlock);
+    if (own !== ti) {
+      this.reserved.add(c);
+      try {
+        await this.ensureBlock(own);
+      } finally {
+        this.reserved.delete(c);
+      }
+    }
+    await this.rc.add(c, 1);
+    return true;
+  }
+
+  /** Move the refcount table to the end of the file, large enough for index `minIndex` and itself. */
+  private async growTable(minIndex: number): Promise<void> {
+    const cs = 2 ** this.clusterBits;
+    const rc = this.rc;
+    const c0 = this.endCluster;
+    let entries = Math.max(minIndex + 1, Math.ceil(rc.tableEntries * 1.5));
+    let tableClusters = 0;
+    let blocks: number[] = [];
+    // the table and its new blocks must be covered by the table itself: iterate to a fixed point
+    for (let guard = 0; guard < 64; guard++) {
+      tableClusters = Math.ceil((entries * 8) / cs);
+      const end = c0 + tableClusters + blocks.length;
+      const need: number[] = [];
+      for (let ti = Math.floor(c0 / this.perBlock); ti <= Math.floor((end - 1) / this.perBlock); ti++) {
+        if (ti >= rc.tableEntries || rc.blockOffset(ti) === 0) need.push(ti);
+      }
+      const maxTi = Math.max(minIndex, ...need);
+      if (need.length === blocks.length && maxTi < (tableClusters * cs) / 8) {
+        blocks = need;
+        break;
+      }
+      blocks = need;
+      entries = Math.max(entries, maxTi + 1);
+    }
+    if (tableClusters * cs > MAX_REFCOUNT_TABLE_BYTES) {
+      throw new VdiskError('limit', 'QCOW2_REFTABLE_FULL', 'Reference count table too large', { path: this.path, format: 'qcow2' });
+    }
+    const old = { offset: rc.tableOffset, bytes: rc.table.length };
+    const table = new Uint8Array(tableClusters * cs);
+    table.set(rc.table);
+    rc.replaceTable(table, c0 * cs);
+    const b0 = c0 + tableClusters;
+    for (let j = 0; j < blocks.length; j++) {
+      await rc.blocks.fresh((b0 + j) * cs);
+      rc.setBlockOffset(blocks[j]!, (b0 + j) * cs);
+    }
+    const end = b0 + blocks.length;
+    for (let c = c0; c < end; c++) await rc.add(c, 1);
+    this.endCluster = Math.max(this.endCluster, end);
+    await rc.blocks.flush();
+    await this.proto.pwrite(table, c0 * cs);
+    rc.replaceTable(table, c0 * cs);
+    await this.onTableMoved(c0 * cs, tableClusters);
+    await this.release(old.offset, old.bytes, false);
+  }
+}
