@@ -3,10 +3,27 @@
  * the file. Commands (create, convert) call this; they never touch a format's bytes.
  */
 import { VdiskError } from './errors.js';
-import type { CreateContext, CreateOptionValues, FormatDriver, SecretStore } from './driver.js';
+import type { CreateContext, CreateOptionSpec, CreateOptionValues, FormatDriver, SecretStore } from './driver.js';
 import { findFormat } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import { noSecrets } from './open.js';
+
+/**
+ * Options of the file protocol that `create` accepts for every format (qemu merges them with the
+ * format's own), and the order the "Formatting" line shows them in.
+ */
+export const PROTOCOL_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
+  { name: 'extent_size_hint', type: 'size', help: 'Extent size hint for the image file, 0 to disable' },
+  { name: 'nocow', type: 'bool', help: 'Turn off copy-on-write (valid only on btrfs)' },
+  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, falloc, full)' },
+  { name: 'size', type: 'size', help: 'Virtual disk size' },
+];
+export const PROTOCOL_CREATE_SUMMARY: readonly string[] = ['size', 'nocow', 'preallocation', 'extent_size_hint'];
+
+/** on/yes/true/y, as qemu reads a bool option. */
+export function optionIsTrue(v: string | undefined): boolean {
+  return v !== undefined && ['on', 'yes', 'true', 'y'].includes(v);
+}
 
 export async function loadFormatDriver(format: string): Promise<FormatDriver> {
   const entry = findFormat(format);

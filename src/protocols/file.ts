@@ -36,7 +36,7 @@ export class FileProtocol implements Protocol {
     try {
       fh = await fsOpen(filename, opts.create ? 'w+' : opts.readOnly ? 'r' : 'r+');
     } catch (e) {
-      throw fromSystemError(e, `Could not open '${filename}'`, { path: filename, op: 'open' });
+      throw fromSystemError(e, `Could not ${opts.create ? 'create' : 'open'} '${filename}'`, { path: filename, op: opts.create ? 'create' : 'open' });
     }
     try {
       const st = await fh.stat();

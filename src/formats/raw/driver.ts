@@ -82,6 +82,7 @@ function parseWindowOption(ctx: OpenContext, key: string): number | undefined {
 export const rawDriver: FormatDriver = {
   name: 'raw',
   createOptions: [{ name: 'size', type: 'size', help: 'Virtual disk size' }],
+  createSummary: ['size'],
 
   async open(proto: Protocol, ctx: OpenContext): Promise<FormatLayer> {
     const fileSize = await proto.size();
@@ -95,12 +96,17 @@ export const rawDriver: FormatDriver = {
   },
 
   async create(ctx: CreateContext): Promise<void> {
-    const prealloc = (ctx.options['preallocation'] ?? 'off') as Preallocation;
+    const prealloc = ctx.options['preallocation'] ?? 'off';
+    if (prealloc !== 'off' && prealloc !== 'falloc' && prealloc !== 'full') {
+      throw new VdiskError('invalid-argument', 'BAD_PREALLOCATION', `invalid parameter value: ${prealloc}`, { path: ctx.filename });
+    }
+    // the file driver works in whole sectors
+    const size = Math.ceil(ctx.size / 512) * 512;
     const proto = await ctx.createFile(ctx.filename);
     try {
-      await proto.truncate(ctx.size, prealloc);
-      if (prealloc === 'off' && ctx.size > 0) {
-        await proto.pwrite(new Uint8Array(Math.min(FIRST_BLOCK_BYTES, ctx.size)), 0);
+      await proto.truncate(size, prealloc as Preallocation);
+      if (prealloc === 'off' && size > 0) {
+        await proto.pwrite(new Uint8Array(Math.min(FIRST_BLOCK_BYTES, size)), 0);
       }
     } finally {
       await proto.close();
