@@ -119,6 +119,8 @@ export interface FormatLayer {
   truncate?(size: number, opts: TruncateOptions): Promise<void>;
   /** Consistency check (and repair when asked and opened read-write). Absent: the format has no checks. */
   check?(repair: RepairMode): Promise<CheckResult>;
+  /** Write whole clusters compressed (convert -c); `offset` and length are cluster-aligned. */
+  writeCompressed?(buf: Uint8Array, offset: number): Promise<void>;
   /** Internal snapshot operations; listing comes from info().snapshots. */
   readonly snapshots?: SnapshotOps;
 }
@@ -193,4 +195,6 @@ export interface FormatDriver {
   readonly createSummary?: readonly string[];
   create?(ctx: CreateContext): Promise<void>;
   measure?(input: MeasureInput): Promise<MeasureResult>;
+  /** Images of this format can take compressed writes (qemu-img convert -c). */
+  readonly supportsCompression?: boolean;
 }

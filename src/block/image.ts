@@ -101,6 +101,18 @@ export class Image {
     }
   }
 
+  /** Compressed write of whole clusters (convert -c); the last cluster may be short at the image end. */
+  async writeCompressed(buf: Uint8Array, offset: number): Promise<void> {
+    this.checkRequest(offset, buf.length, 'write', true);
+    if (!this.layer.writeCompressed) {
+      throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format', { path: this.filename, op: 'write' });
+    }
+    const g = this.layer.granularity ?? buf.length;
+    for (let done = 0; done < buf.length; done += g) {
+      await this.layer.writeCompressed(buf.subarray(done, Math.min(buf.length, done + g)), offset + done);
+    }
+  }
+
   async writeZeroes(offset: number, length: number, mayUnmap = false): Promise<void> {
     this.checkRequest(offset, length, 'write', true);
     if (length === 0) return;
