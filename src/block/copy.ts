@@ -85,7 +85,7 @@ async function* plan(segments: readonly CopySegment[], o: CopyOptions): AsyncGen
       } else {
         const st = await img.chainStatus(off, want);
         length = st.length;
-        kind = st.data ? 'data' : st.zero ? 'zero' : 'data';
+        kind = st.zero ? 'zero' : 'data';
       }
       if (kind === 'zero' && o.targetIsZero && o.sparseSize > 0) kind = 'skip';
       if (kind === 'zero' && o.sparseSize === 0) kind = 'data'; // -S 0: fully allocate the output

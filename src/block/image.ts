@@ -160,6 +160,7 @@ export class Image {
   async chainStatus(offset: number, length: number, depth = 0): Promise<ChainStatus> {
     const st = await this.layerStatus(offset, length);
     if (st.allocated) {
+      await this.refineWithHost(st);
       const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
       if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;
       if (st.hostFile !== undefined) r.hostFile = st.hostFile;
@@ -169,7 +170,13 @@ export class Image {
     }
     const below = this.backing;
     if (!below || offset >= below.size) {
-      return { length: st.length, present: false, zero: true, data: false, depth: depth + (below ? 1 : 0) };
+      const r: ChainStatus = { length: st.length, present: false, zero: true, data: false, depth };
+      // an unallocated subcluster of an allocated cluster still has a place in the file (qemu shows it)
+      if (!below && st.hostOffset !== undefined) {
+        r.hostOffset = st.hostOffset;
+        r.hostFile = st.hostFile ?? this.filename;
+      }
+      return r;
     }
     const r = await below.chainStatus(offset, Math.min(st.length, below.size - offset), depth + 1);
     return r;
@@ -182,6 +189,18 @@ export class Image {
       throw new VdiskError('permission', 'READ_ONLY', `Cannot repair '${this.filename}' opened read-only`, { path: this.filename, op: 'check' });
     }
     return this.layer.check(repair);
+  }
+
+  /**
+   * Data stored plainly in this image's own file may sit in a host hole: it then reads as zeros,
+   * and `map` says so (zero and data both true), as qemu does when it asks the file below.
+   */
+  private async refineWithHost(st: LayerStatus): Promise<void> {
+    if (!st.data || st.zero || st.compressed || st.hostOffset === undefined || st.hostFile !== undefined) return;
+    if (this.format === 'raw' || !this.protocol.extent) return;
+    const ext = await this.protocol.extent(st.hostOffset, st.length);
+    if (!ext.data) st.zero = true;
+    if (ext.length > 0 && ext.length < st.length) st.length = ext.length;
   }
 
   async info(): Promise<LayerInfo> {

@@ -118,8 +118,10 @@ export class Qcow2Reader {
     const plain = !this.p.luks;
     switch (m.type) {
       case 'unallocated':
-      case 'unallocated-alloc':
         return { length: m.length, allocated: false, zero: false, data: false };
+      case 'unallocated-alloc':
+        // the subcluster has a place in an allocated cluster; map shows it when nothing is below
+        return { length: m.length, allocated: false, zero: false, data: false, ...(plain && m.hostOffset !== undefined ? this.host(m.hostOffset) : {}) };
       case 'zero-plain':
         return { length: m.length, allocated: true, zero: true, data: false };
       case 'zero-alloc':

@@ -58,8 +58,15 @@ test('chain status reports the depth of the defining layer and absence past the 
   const s1 = await top.chainStatus(512, 1536);
   assert.equal(s1.depth, 0);
   assert.equal(s1.length, 512);
+  // past the end of a short backing file the top layer answers, as in qemu's map
   const s2 = await top.chainStatus(1024, 1024);
-  assert.deepEqual(s2, { length: 1024, present: false, zero: true, data: false, depth: 1 });
+  assert.deepEqual(s2, { length: 1024, present: false, zero: true, data: false, depth: 0 });
+  // unallocated everywhere: the bottom layer answers
+  const s3 = await top.chainStatus(0, 512).then(() => base.chainStatus(512, 512));
+  assert.equal(s3.present, false);
+  const mid = image('mid', 1024, new Map());
+  mid.linkBacking(image('bottom', 1024, new Map()));
+  assert.equal((await mid.chainStatus(0, 1024)).depth, 1);
 });
 
 test('requests outside the image or writes to a read-only image are refused before the format sees them', async () => {
