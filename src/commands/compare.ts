@@ -1,7 +1,184 @@
-/** qemu-img compare: not implemented yet (see the README's compatibility table). */
+/**
+ * qemu-img compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U]
+ *   filename1 filename2
+ *
+ * Exit codes as qemu-img documents them: 0 identical, 1 different, 2 an image could not be opened,
+ * 3 block status failed, 4 a read failed.
+ */
 import type { Cli } from '../cli/context.js';
+import { getopt } from '../cli/getopt.js';
+import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
+import { printHelp } from '../cli/common.js';
+import { Progress } from '../cli/progress.js';
+import type { ChainStatus, Image } from '../block/image.js';
 
-export default async function compareCommand(_argv: string[], cli: Cli): Promise<number> {
-  cli.error("'compare' is not implemented by vdisk yet");
-  return 1;
+export const EXIT_IDENTICAL = 0;
+export const EXIT_DIFFERENT = 1;
+export const EXIT_OPEN_ERROR = 2;
+export const EXIT_STATUS_ERROR = 3;
+export const EXIT_IO_ERROR = 4;
+
+/** A block-status failure, told apart from read failures for the exit code. */
+class StatusError {
+  constructor(readonly cause: unknown) {}
+}
+
+async function status(img: Image, off: number, len: number): Promise<ChainStatus> {
+  try {
+    return await img.chainStatus(off, len);
+  } catch (e) {
+    throw new StatusError(e);
+  }
+}
+
+/** Buffers compared at a time (bounded memory whatever the image size). */
+const COMPARE_CHUNK = 1 << 20;
+
+class Mismatch {
+  constructor(readonly message: string) {}
+}
+
+/** The block status flags qemu compares in strict mode. */
+function flags(st: ChainStatus, offset: number, size: number): string {
+  return [st.data, st.zero, st.present, st.hostOffset !== undefined, offset + st.length >= size].map(Number).join('');
+}
+
+function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return -1;
+}
+
+function firstNonZero(a: Uint8Array): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== 0) return i;
+  return -1;
+}
+
+async function compareRange(i1: Image, i2: Image, strict: boolean, end: number, progress: Progress, total: number): Promise<void> {
+  const b1 = new Uint8Array(COMPARE_CHUNK);
+  const b2 = new Uint8Array(COMPARE_CHUNK);
+  for (let off = 0; off < end;) {
+    const s1 = await status(i1, off, end - off);
+    const s2 = await status(i2, off, end - off);
+    let chunk = Math.min(s1.length, s2.length);
+    if (strict && flags(s1, off, i1.size) !== flags(s2, off, i2.size)) {
+      throw new Mismatch(`Strict mode: Offset ${off} block status mismatch!`);
+    }
+    if (!(s1.zero && s2.zero)) {
+      chunk = Math.min(chunk, COMPARE_CHUNK);
+      const x = b1.subarray(0, chunk);
+      const y = b2.subarray(0, chunk);
+      if (s1.zero) x.fill(0);
+      else await i1.read(x, off);
+      if (s2.zero) y.fill(0);
+      else await i2.read(y, off);
+      const d = firstDifference(x, y);
+      if (d >= 0) throw new Mismatch(`Content mismatch at offset ${off + d}!`);
+    }
+    off += chunk;
+    progress.update(off, total);
+  }
+}
+
+/** The part of the larger image past the smaller one must read as zeros. */
+async function checkTail(big: Image, from: number, progress: Progress, total: number): Promise<void> {
+  const buf = new Uint8Array(COMPARE_CHUNK);
+  for (let off = from; off < big.size;) {
+    const st = await status(big, off, big.size - off);
+    let chunk = st.length;
+    if (!st.zero) {
+      chunk = Math.min(chunk, COMPARE_CHUNK);
+      const x = buf.subarray(0, chunk);
+      await big.read(x, off);
+      const d = firstNonZero(x);
+      if (d >= 0) throw new Mismatch(`Content mismatch at offset ${off + d}!`);
+    }
+    off += chunk;
+    progress.update(off, total);
+  }
+}
+
+export default async function compareCommand(argv: string[], cli: Cli): Promise<number> {
+  const r = getopt(argv, ':hf:F:T:pqsU', [
+    { name: 'help', arg: 'none', key: 'h' },
+    { name: 'object', arg: 'required', key: 'object' },
+    { name: 'image-opts', arg: 'none', key: 'image-opts' },
+    { name: 'force-share', arg: 'none', key: 'U' },
+    // qemu-img 10.1 spellings
+    { name: 'a-format', arg: 'required', key: 'f' },
+    { name: 'b-format', arg: 'required', key: 'F' },
+    { name: 'progress', arg: 'none', key: 'p' },
+    { name: 'quiet', arg: 'none', key: 'q' },
+    { name: 'strict', arg: 'none', key: 's' },
+    { name: 'source-cache', arg: 'required', key: 'T' },
+  ]);
+  if (!r.ok) return cli.usageError(r.message);
+  const a1 = newImageArgs();
+  let fmt2: string | undefined;
+  let progressOn = false;
+  let quiet = false;
+  let strict = false;
+  for (const o of r.options) {
+    const v = o.value ?? '';
+    switch (o.key) {
+      case 'h': return printHelp(cli);
+      case 'f': a1.format = v; break;
+      case 'F': fmt2 = v; break;
+      case 'p': progressOn = true; break;
+      case 'q': quiet = true; break;
+      case 's': strict = true; break;
+      case 'U': a1.forceShare = true; break;
+      case 'T': break;
+      case 'image-opts': a1.imageOpts = true; break;
+      case 'object':
+        try { a1.secrets.add(v); } catch (e) { cli.fail(e); return EXIT_OPEN_ERROR; }
+        break;
+    }
+  }
+  if (quiet) progressOn = false;
+  if (r.operands.length !== 2) return cli.usageError('Expecting two image file names');
+  if (a1.imageOpts && (a1.format !== undefined || fmt2 !== undefined)) return cli.usageError(IMAGE_OPTS_AND_FORMAT);
+  const a2 = { ...a1, ...(fmt2 !== undefined ? { format: fmt2 } : {}) };
+  if (fmt2 === undefined) delete a2.format;
+  let i1: Image | undefined;
+  let i2: Image | undefined;
+  try {
+    i1 = await openForCommand(r.operands[0]!, a1, { readOnly: true });
+    i2 = await openForCommand(r.operands[1]!, a2, { readOnly: true });
+  } catch (e) {
+    await i1?.close();
+    cli.fail(e);
+    return EXIT_OPEN_ERROR;
+  }
+  const say = (s: string): void => {
+    if (!quiet) cli.out(s);
+  };
+  const total = Math.max(i1.size, i2.size);
+  const progress = new Progress(progressOn, (s) => cli.out(s));
+  try {
+    if (i1.size !== i2.size) {
+      if (strict) throw new Mismatch('Strict mode: Image size mismatch!');
+      say('Warning: Image size mismatch!\n');
+    }
+    const common = Math.min(i1.size, i2.size);
+    await compareRange(i1, i2, strict, common, progress, total);
+    if (i1.size !== i2.size) await checkTail(i1.size > i2.size ? i1 : i2, common, progress, total);
+    say('Images are identical.\n');
+    return EXIT_IDENTICAL;
+  } catch (e) {
+    if (e instanceof Mismatch) {
+      say(`${e.message}\n`);
+      return EXIT_DIFFERENT;
+    }
+    if (e instanceof StatusError) {
+      cli.fail(e.cause);
+      return EXIT_STATUS_ERROR;
+    }
+    cli.fail(e);
+    return EXIT_IO_ERROR;
+  } finally {
+    progress.finish();
+    await i1.close();
+    await i2.close();
+  }
 }
