@@ -60,6 +60,9 @@ class RawLayer implements FormatLayer {
     if (this.fixedSize || this.base !== 0) {
       throw new VdiskError('unsupported', 'RAW_WINDOW_RESIZE', 'Cannot resize a raw image with offset or size options', { format: 'raw' });
     }
+    if (opts.prealloc === 'metadata') {
+      throw new VdiskError('unsupported', 'RAW_PREALLOC', 'Unsupported preallocation mode: metadata', { format: 'raw' });
+    }
     await this.proto.truncate(size, opts.prealloc);
     this.size = size;
   }
