@@ -6,7 +6,7 @@
  */
 import { VdiskError } from '../../block/errors.js';
 import type { Protocol } from '../../protocols/types.js';
-import type { Refcounts } from './refcount.js';
+import { getRefcountEntry, type Refcounts } from './refcount.js';
 import { MAX_REFCOUNT_TABLE_BYTES } from './limits.js';
 
 export class ClusterAllocator {
@@ -30,16 +30,37 @@ export class ClusterAllocator {
     return 2 ** this.rc.blockBits;
   }
 
+  /**
+   * First run of `n` free clusters at or after the hint. Each refcount block is fetched once and
+   * scanned synchronously; clusters past the table (or under a missing block) are free. The hint
+   * moves to the first free cluster seen, so used space is not rescanned by later allocations.
+   */
   private async findFree(n: number): Promise<number> {
+    const per = this.perBlock;
     let start = this.hint;
     let run = 0;
-    for (let c = this.hint; ; c++) {
-      if (this.reserved.has(c) || (c < this.rc.coveredClusters && (await this.rc.get(c)) !== 0)) {
+    let firstFree = -1;
+    const see = (c: number, used: boolean): boolean => {
+      if (used || this.reserved.has(c)) {
         start = c + 1;
         run = 0;
-        continue;
+        return false;
       }
-      if (++run === n) return start;
+      if (firstFree < 0) firstFree = c;
+      return ++run === n;
+    };
+    for (let c = this.hint; ;) {
+      const ti = Math.floor(c / per);
+      const blockEnd = (ti + 1) * per;
+      const off = ti < this.rc.tableEntries ? this.rc.blockOffset(ti) : 0;
+      const block = off !== 0 ? await this.rc.blocks.get(off) : undefined;
+      for (; c < blockEnd; c++) {
+        const used = block !== undefined && getRefcountEntry(block, c - ti * per, this.rc.order) !== 0;
+        if (see(c, used)) {
+          this.hint = firstFree;
+          return start;
+        }
+      }
     }
   }
 
@@ -55,7 +76,7 @@ export class ClusterAllocator {
       // a new block (or a moved table) may have taken clusters of the run: look again
       if (changed) continue;
       for (let c = start; c < start + n; c++) await this.rc.add(c, 1);
-      if (start === this.hint) this.hint = start + n;
+      if (start <= this.hint) this.hint = start + n;
       this.endCluster = Math.max(this.endCluster, start + n);
       return start * 2 ** this.clusterBits;
     }
