@@ -53,6 +53,12 @@ export class MetadataWriter {
     this.dirtyL1.add(i);
   }
 
+  clearL1(i: number): void {
+    this.map.l1View.setUint32(i * 8, 0);
+    this.map.l1View.setUint32(i * 8 + 4, 0);
+    this.dirtyL1.add(i);
+  }
+
   /** The L2 table for L1 index `l1i`, made private to the active L1 (allocated or copied) first. */
   async l2ForWrite(l1i: number): Promise<number> {
     const old = this.map.l2Offset(l1i);

@@ -132,6 +132,18 @@ export class Refcounts {
     return v;
   }
 
+  /** The highest cluster with a nonzero refcount (-1: none). */
+  async lastUsedCluster(): Promise<number> {
+    const per = 2 ** this.blockBits;
+    for (let ti = this.tableEntries - 1; ti >= 0; ti--) {
+      const off = this.blockOffset(ti);
+      if (off === 0) continue;
+      const block = await this.blocks.get(off);
+      for (let i = per - 1; i >= 0; i--) if (getRefcountEntry(block, i, this.order) !== 0) return ti * per + i;
+    }
+    return -1;
+  }
+
   /** Write dirty blocks, then the changed table entries (a table entry never names an unwritten block). */
   async flush(): Promise<void> {
     await this.blocks.flush();

@@ -14,6 +14,7 @@ import { Refcounts } from './refcount.js';
 import { ClusterAllocator } from './cluster-alloc.js';
 import { MetadataWriter, type RawEntry } from './l2-update.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
+import { growImage, shrinkImage } from './resize.js';
 
 const FLAG_AUTO = 2;
 const ALL_SUBCLUSTERS = 0xffffffff;
@@ -320,43 +321,23 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
 
   truncate(size: number, opts: TruncateOptions): Promise<void> {
     return this.serial(async () => {
-      const meta = await this.writer();
       const path = this.p.path;
-      if (opts.prealloc !== 'off') {
-        throw new VdiskError('unsupported', 'QCOW2_RESIZE_PREALLOC', `vdisk does not support preallocation=${opts.prealloc} when resizing qcow2 images`, { path, format: 'qcow2' });
+      const fail = (code: string, msg: string): VdiskError => new VdiskError('invalid-argument', code, msg, { path, format: 'qcow2', op: 'resize' });
+      if (this.p.loaded.header.version < 3 && this.p.loaded.snapshots.length > 0) {
+        throw new VdiskError('unsupported', 'QCOW2_RESIZE_V2_SNAPSHOTS', "Can't resize a v2 image which has snapshots", { path, format: 'qcow2', op: 'resize' });
       }
+      if (size % 512 !== 0) throw fail('QCOW2_RESIZE_ALIGN', 'The new size must be a multiple of 512');
+      if (size > MAX_IMAGE_SIZE) throw fail('QCOW2_RESIZE_SIZE', `Image size ${size} is too large`);
+      const meta = await this.writer();
+      const ctx = { p: this.p, meta };
       if (size < this.size) {
-        throw new VdiskError('unsupported', 'QCOW2_SHRINK', 'vdisk does not support shrinking qcow2 images yet', { path, format: 'qcow2' });
+        if (opts.prealloc !== 'off') throw fail('QCOW2_SHRINK_PREALLOC', "Preallocation can't be used for shrinking an image");
+        await shrinkImage(ctx, size);
+      } else {
+        await growImage(ctx, size, opts.prealloc);
       }
-      if (size % 512 !== 0 || size > MAX_IMAGE_SIZE) {
-        throw new VdiskError('invalid-argument', 'QCOW2_RESIZE_SIZE', 'Image size must be a multiple of 512 bytes', { path, format: 'qcow2' });
-      }
-      await this.growTo(meta, size);
+      this.invalidateCompressed();
     });
-  }
-
-  private async growTo(meta: MetadataWriter, size: number): Promise<void> {
-    const g = this.p.map.geo;
-    const h = this.p.loaded.header;
-    const span = 2 ** (g.l2Bits + g.clusterBits);
-    const needed = Math.ceil(size / span);
-    if (needed > this.p.map.l1Entries) {
-      await meta.growL1(needed, async (offset, entries) => {
-        const b = new Uint8Array(12);
-        const dv = new DataView(b.buffer);
-        dv.setUint32(0, entries);
-        dv.setBigUint64(4, BigInt(offset));
-        await this.p.proto.pwrite(b, 36);
-        h.l1Size = entries;
-        h.l1TableOffset = BigInt(offset);
-      });
-    }
-    await meta.flush();
-    const b = new Uint8Array(8);
-    new DataView(b.buffer).setBigUint64(0, BigInt(size));
-    await this.p.proto.pwrite(b, 24);
-    h.size = BigInt(size);
-    this.p.loaded.size = size;
   }
 
   async close(): Promise<void> {

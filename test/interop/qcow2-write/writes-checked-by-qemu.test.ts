@@ -6,10 +6,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openImage } from '../../../dist/block/open.js';
-import { qemuImg, qemuIo, scratch } from '../../helpers/oracle.ts';
+import { qemuImg, qemuIo, scratch, vdisk } from '../../helpers/oracle.ts';
 
 const dir = scratch('vdisk-qcow2-write-');
 
@@ -168,3 +168,30 @@ for (const raw of ['off', 'on']) {
     assertCheckedAndEqual(f, ref);
   });
 }
+
+for (const [what, args] of [['grow', ['10M']], ['shrink', ['--shrink', '1000k']], ['grow with metadata preallocation', ['--preallocation=metadata', '6M']], ['grow with full preallocation', ['--preallocation=full', '6M']]] as const) {
+  test(`resize (${what}) of an image with a snapshot matches qemu-img's result`, () => {
+    const ours = create(`rs-${what.replace(/\W/g, '')}.qcow2`, 4 << 20);
+    assert.equal(qemuIo(['-c', 'write -P 1 0 3M', '-c', 'write -P 2 3500k 100k', ours]).code, 0);
+    assert.equal(qemuImg(['snapshot', '-c', 's1', ours]).code, 0);
+    assert.equal(qemuIo(['-c', 'write -P 3 1M 1M', ours]).code, 0);
+    const theirs = `${ours}.qemu`;
+    writeFileSync(theirs, readFileSync(ours));
+    assert.equal(qemuImg(['resize', '-q', theirs, ...args]).code, 0);
+    const r = vdisk(['resize', '-q', ours, ...args]);
+    assert.equal(r.code, 0, r.stderr);
+    const chk = qemuImg(['check', ours]);
+    assert.equal(chk.code, 0, chk.stdout + chk.stderr);
+    assert.equal(qemuImg(['compare', '-f', 'qcow2', '-F', 'qcow2', ours, theirs]).code, 0);
+    for (const f of [ours, theirs]) assert.equal(qemuImg(['convert', '-l', 'snapshot.name=s1', '-O', 'raw', f, `${f}.s1`]).code, 0);
+    assert.deepEqual(readFileSync(`${ours}.s1`).equals(readFileSync(`${theirs}.s1`)), true);
+  });
+}
+
+test('resize refuses sizes that are not a multiple of 512 as qemu-img does', () => {
+  const f = create('rs-odd.qcow2', 4 << 20);
+  const want = qemuImg(['resize', f, '4194305']);
+  const got = vdisk(['resize', f, '4194305']);
+  assert.equal(got.code, want.code);
+  assert.equal(got.stderr, want.stderr);
+});
