@@ -26,7 +26,7 @@ export const IMAGE_OPTS_AND_FORMAT = '--image-opts and --format are mutually exc
 export async function openForCommand(
   name: string,
   args: ImageArgs,
-  extra: Omit<OpenOptions, 'format' | 'options' | 'secrets'> & { format?: string } = {},
+  extra: Omit<OpenOptions, 'format' | 'secrets'> & { format?: string } = {},
 ): Promise<Image> {
   let spec;
   try {
@@ -39,7 +39,7 @@ export async function openForCommand(
     return await openImage(spec.filename, {
       ...extra,
       ...(format !== undefined ? { format } : {}),
-      options: spec.options,
+      options: { ...spec.options, ...(extra.options ?? {}) },
       secrets: args.secrets,
       ...(args.warn ? { warn: args.warn } : {}),
     });
@@ -50,6 +50,8 @@ export async function openForCommand(
 
 /** "Could not open 'NAME': <cause>", keeping the cause's kind. */
 export function wrapOpen(name: string, e: unknown): VdiskError {
+  // qemu loads -l snapshots after opening, so their errors carry no "Could not open" prefix
+  if (e instanceof VdiskError && e.code === 'SNAPSHOT_LOAD') return e;
   if (e instanceof VdiskError) {
     return new VdiskError(e.kind, e.code, `Could not open '${name}': ${e.message}`, { ...e.context, path: e.context.path ?? name }, e);
   }

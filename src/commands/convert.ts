@@ -157,7 +157,7 @@ async function openSources(files: string[], a: ConvertArgs): Promise<Image[]> {
   try {
     for (const f of files) {
       const extra = a.snapshot !== undefined ? { options: snapshotOptions(a.snapshot) } : {};
-      out.push(await openForCommand(f, a.src, { readOnly: true, ...extra } as Parameters<typeof openForCommand>[2]));
+      out.push(await openForCommand(f, a.src, { readOnly: true, ...extra }));
     }
   } catch (e) {
     for (const img of out) await img.close().catch(() => undefined);

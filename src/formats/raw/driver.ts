@@ -88,6 +88,11 @@ export const rawDriver: FormatDriver = {
   createSummary: ['size'],
 
   async open(proto: Protocol, ctx: OpenContext): Promise<FormatLayer> {
+    if (ctx.options['snapshot.name'] !== undefined || ctx.options['snapshot.id'] !== undefined) {
+      throw new VdiskError('unsupported', 'SNAPSHOT_LOAD',
+        "Failed to load snapshot: Block format 'raw' used by device '' does not support temporarily loading internal snapshots",
+        { path: ctx.filename, format: 'raw' });
+    }
     const fileSize = await proto.size();
     const base = parseWindowOption(ctx, 'offset') ?? 0;
     const win = parseWindowOption(ctx, 'size');
