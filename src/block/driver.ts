@@ -140,6 +140,11 @@ export interface OpenContext {
   readonly backing: BackingReader;
   /** Open another file the image names (extent, data file) relative to the image's directory. */
   openFile(name: string, readOnly: boolean): Promise<Protocol>;
+  /**
+   * Only metadata will be asked for (qemu's BDRV_O_NO_IO, as `info` opens): a layer may skip
+   * unlocking encryption keys and opening data files, so they are not required.
+   */
+  readonly noIo?: boolean;
 }
 
 export type CreateOptionType = 'size' | 'bool' | 'string' | 'number';

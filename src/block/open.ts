@@ -29,6 +29,8 @@ export interface OpenOptions {
   backingWritable?: boolean;
   /** Receives warnings qemu-img prints to stderr (e.g. a raw format guessed by probing for writing). */
   warn?: (text: string) => void;
+  /** Only metadata will be read (qemu-img info): keys and data files are not required. */
+  noIo?: boolean;
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -103,6 +105,7 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
       secrets: opts.secrets ?? noSecrets,
       backing,
       openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro),
+      ...(opts.noIo ? { noIo: true } : {}),
     };
     const layer = await driver.open(proto, ctx);
     if (probed && entry.name === 'raw' && !readOnly) {

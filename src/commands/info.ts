@@ -64,7 +64,7 @@ export default async function info(argv: string[], cli: Cli): Promise<number> {
     }
     let img;
     try {
-      img = await openForCommand(name, { ...args, imageOpts, ...(format !== undefined ? { format } : {}) }, { noBacking: true, readOnly: true });
+      img = await openForCommand(name, { ...args, imageOpts, ...(format !== undefined ? { format } : {}) }, { noBacking: true, readOnly: true, noIo: true });
     } catch (e) {
       return cli.fail(e);
     }

@@ -33,13 +33,31 @@ async function openCrypto(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
   const at = toSafe(p.loaded.ext.crypto!.offset, 'Encryption header', p.path);
   p.luks = await LuksVolume.read(p.proto, at, p.path);
   const id = ctx.options['encrypt.key-secret'];
-  if (id === undefined) {
-    p.ioBlocked = new VdiskError('invalid-argument', 'QCOW2_NO_KEY', "Parameter 'encrypt.key-secret' is required for cipher", { path: p.path, format: 'qcow2' });
+  const missing = new VdiskError('invalid-argument', 'QCOW2_NO_KEY', "Parameter 'encrypt.key-secret' is required for cipher", { path: p.path, format: 'qcow2' });
+  // like qemu, a metadata-only open (info) neither needs nor checks the key
+  if (ctx.noIo) {
+    p.ioBlocked = missing;
     return;
   }
+  if (id === undefined) throw missing;
   const secret = ctx.secrets.get(id);
   if (!secret) throw new VdiskError('not-found', 'NO_SECRET', `No secret with id '${id}'`, { path: p.path, format: 'qcow2' });
   await p.luks.unlock(p.proto, at, secret);
+}
+
+async function openDataFile(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
+  const name = p.loaded.dataFileName;
+  try {
+    if (name === undefined) {
+      throw new VdiskError('invalid-argument', 'QCOW2_NO_DATA_FILE', "'data-file' is required for this image", { path: ctx.filename, format: 'qcow2' });
+    }
+    p.data = await ctx.openFile(name, ctx.readOnly);
+    p.dataFilePath = p.data.filename;
+  } catch (e) {
+    // a metadata-only open (info) does without the data file, as qemu's does
+    if (!ctx.noIo || !(e instanceof VdiskError)) throw e;
+    p.ioBlocked = e;
+  }
 }
 
 export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<FormatLayer> {
@@ -53,14 +71,7 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
     readOnly: ctx.readOnly || loaded.snapshot !== undefined,
   };
   try {
-    if (hasDataFile) {
-      if (loaded.dataFileName !== undefined) {
-        p.data = await ctx.openFile(loaded.dataFileName, ctx.readOnly);
-        p.dataFilePath = p.data.filename;
-      } else {
-        p.ioBlocked = new VdiskError('invalid-argument', 'QCOW2_NO_DATA_FILE', "'data-file' is required for this image", { path: ctx.filename, format: 'qcow2' });
-      }
-    }
+    if (hasDataFile) await openDataFile(p, ctx);
     await openCrypto(p, ctx);
     const layer = new Qcow2Layer(p);
     await layer.prepareWrites();
