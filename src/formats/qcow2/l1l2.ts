@@ -54,7 +54,7 @@ export interface Mapping {
   /** Host byte of the queried guest offset (normal, zero-alloc, unallocated-alloc). */
   hostOffset?: number;
   /** Compressed cluster: where its bytes start and how many to read; the run stays within the cluster. */
-  compressed?: { hostOffset: number; size: number };
+  compressed?: { hostOffset: number; size: number; exact: bigint };
 }
 
 export const L1E_COPIED_HI = 0x80000000;
@@ -78,13 +78,14 @@ export function entryOffset(hi: number, lo: number, path: string, what: string):
 }
 
 /** Decode the host offset of a compressed descriptor and its byte count. */
-export function compressedDescriptor(hi: number, lo: number, clusterBits: number): { hostOffset: number; size: number } {
+export function compressedDescriptor(hi: number, lo: number, clusterBits: number): { hostOffset: number; size: number; exact: bigint } {
   const entry = (BigInt(hi & 0x3fffffff) << 32n) | BigInt(lo >>> 0);
   const x = BigInt(62 - (clusterBits - 8));
   const off = entry & ((1n << x) - 1n);
   const sectors = Number(entry >> x) + 1;
+  // offsets past 2^53 cannot be in any file; callers check `exact` before using hostOffset
   const hostOffset = Number(off);
-  return { hostOffset, size: sectors * 512 - (hostOffset & 511) };
+  return { hostOffset, size: sectors * 512 - Number(off & 511n), exact: off };
 }
 
 export class ClusterMap {
@@ -156,7 +157,7 @@ export class ClusterMap {
   }
 
   /** The type of the (sub)cluster holding `pos`, where it ends, and its host byte. */
-  private entryAt(dv: DataView, pos: number, l2off: number): { type: SubclusterType; end: number; host?: number; compressed?: { hostOffset: number; size: number } } {
+  private entryAt(dv: DataView, pos: number, l2off: number): { type: SubclusterType; end: number; host?: number; compressed?: { hostOffset: number; size: number; exact: bigint } } {
     const g = this.geo;
     const cluster = Math.floor(pos / g.clusterSize);
     const idx = cluster & ((1 << g.l2Bits) - 1);

@@ -73,6 +73,10 @@ export class Qcow2Reader {
         return;
       case 'compressed': {
         const cs = this.p.map.geo.clusterSize;
+        if (m.compressed!.exact > BigInt(Number.MAX_SAFE_INTEGER)) {
+          throw new VdiskError('corrupt', 'QCOW2_DECOMPRESS', 'Input/output error', { path: this.p.path, format: 'qcow2', offset: pos, op: 'read' },
+            new Error(`compressed cluster at host offset 0x${m.compressed!.exact.toString(16)} is beyond any file`));
+        }
         const cluster = await this.decompressed(m.compressed!.hostOffset, m.compressed!.size, pos);
         const at = pos % cs;
         sub.set(cluster.subarray(at, at + sub.length));

@@ -6,7 +6,8 @@
  * from the backing file, a compressed or shared cluster, or zeros), then the mapping switches.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { FormatLayer, LayerStatus, TruncateOptions } from '../../block/driver.js';
+import type { CheckResult, FormatLayer, LayerStatus, RepairMode, TruncateOptions } from '../../block/driver.js';
+import { checkQcow2 } from './check.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_DIRTY } from './header.js';
 import { entryOffset, L2E_COMPRESSED_HI, L2E_COPIED_HI } from './l1l2.js';
@@ -308,6 +309,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       }
       this.invalidateCompressed();
       if (meta.mustFlush) await meta.flush();
+    });
+  }
+
+  check(repair: RepairMode): Promise<CheckResult> {
+    return this.serial(async () => {
+      if (this.meta) await this.meta.flush();
+      return checkQcow2(this.p, repair, this.meta?.rc);
     });
   }
 
