@@ -11,7 +11,7 @@ import type { Qcow2Parts } from './layer.js';
 import { Refcounts } from './refcount.js';
 import { compressedDescriptor, L2E_COMPRESSED_HI, L2E_COPIED_HI } from './l1l2.js';
 import { readBitmapDirectory } from './bitmap.js';
-import type { Snapshot } from './snapshot.js';
+import { diskTableBytes, type Snapshot } from './snapshot.js';
 
 /** Clusters of host file the check counts in memory (4 bytes each): 256 MiB of counters at most. */
 export const MAX_CHECK_CLUSTERS = 1 << 26;
@@ -79,7 +79,7 @@ function entryBytes(s: Snapshot): number {
 }
 
 function snapshotTableBytes(p: Qcow2Parts): number {
-  return p.loaded.snapshots.reduce((n, s) => n + entryBytes(s), 0);
+  return diskTableBytes(p.loaded.snapshots);
 }
 
 /** Snapshot entries that lie (partly) past the end of the file are corrupt and not followed. */

@@ -53,6 +53,12 @@ export class MetadataWriter {
     this.dirtyL1.add(i);
   }
 
+  setL1Raw(i: number, hi: number, lo: number): void {
+    this.map.l1View.setUint32(i * 8, hi >>> 0);
+    this.map.l1View.setUint32(i * 8 + 4, lo >>> 0);
+    this.dirtyL1.add(i);
+  }
+
   clearL1(i: number): void {
     this.map.l1View.setUint32(i * 8, 0);
     this.map.l1View.setUint32(i * 8 + 4, 0);

@@ -114,6 +114,12 @@ export function findSnapshot(list: readonly Snapshot[], idOrName: string): Snaps
   return list.find((s) => s.id === idOrName) ?? list.find((s) => s.name === idOrName);
 }
 
+/** Bytes the table of these entries occupies on disk (each entry as read, padded to 8). */
+export function diskTableBytes(list: readonly Snapshot[]): number {
+  const enc = new TextEncoder();
+  return list.reduce((n, s) => n + Math.ceil((FIXED_BYTES + s.extra.length + enc.encode(s.id).length + enc.encode(s.name).length) / 8) * 8, 0);
+}
+
 /** Encode the whole table (each entry with the three known extra fields, plus unknown extra bytes). */
 export function encodeSnapshots(list: readonly Snapshot[]): Uint8Array {
   const parts: Uint8Array[] = [];

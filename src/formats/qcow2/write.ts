@@ -6,7 +6,8 @@
  * from the backing file, a compressed or shared cluster, or zeros), then the mapping switches.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { CheckResult, FormatLayer, LayerStatus, RepairMode, TruncateOptions } from '../../block/driver.js';
+import type { CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
+import { SnapshotEditor } from './snapshot-ops.js';
 import { checkQcow2 } from './check.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_DIRTY } from './header.js';
@@ -310,6 +311,18 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       this.invalidateCompressed();
       if (meta.mustFlush) await meta.flush();
     });
+  }
+
+  /** Internal snapshot operations, each under the layer's lock. */
+  get snapshots(): SnapshotOps | undefined {
+    if (this.p.readOnly) return undefined;
+    const ed = new SnapshotEditor(this.p, () => this.writer());
+    const done = (): void => this.invalidateCompressed();
+    return {
+      create: (name, date) => this.serial(async () => { await ed.create(name, date); done(); }),
+      apply: (idOrName) => this.serial(async () => { await ed.apply(idOrName); done(); }),
+      delete: (name) => this.serial(async () => { await ed.delete(name); done(); }),
+    };
   }
 
   check(repair: RepairMode): Promise<CheckResult> {

@@ -195,3 +195,36 @@ test('resize refuses sizes that are not a multiple of 512 as qemu-img does', () 
   assert.equal(got.code, want.code);
   assert.equal(got.stderr, want.stderr);
 });
+
+test('snapshot create, apply and delete through vdisk leave the same contents as through qemu-img', () => {
+  const run = (tool: (a: string[]) => { code: number | null; stderr: string }, f: string): Record<string, Buffer> => {
+    const out: Record<string, Buffer> = {};
+    const snap = (...a: string[]): void => {
+      const r = tool(['snapshot', ...a, f]);
+      assert.equal(r.code, 0, r.stderr);
+    };
+    const grab = (k: string, extra: string[] = []): void => {
+      assert.equal(qemuImg(['convert', ...extra, '-O', 'raw', f, `${f}.${k}`]).code, 0);
+      out[k] = readFileSync(`${f}.${k}`);
+      const chk = qemuImg(['check', f]);
+      assert.equal(chk.code, 0, `${k}: ${chk.stdout}${chk.stderr}`);
+    };
+    assert.equal(qemuImg(['create', '-q', '-f', 'qcow2', f, '4M']).code, 0);
+    assert.equal(qemuIo(['-c', 'write -P 1 0 3M', f]).code, 0);
+    snap('-c', 's1');
+    assert.equal(qemuIo(['-c', 'write -P 2 1M 1M', '-c', 'write -z 0 64k', f]).code, 0);
+    snap('-c', 's2');
+    assert.equal(qemuIo(['-c', 'write -P 3 2M 1M', f]).code, 0);
+    grab('active');
+    grab('s1', ['-l', 'snapshot.name=s1']);
+    snap('-a', 's1');
+    grab('applied');
+    snap('-d', 's1');
+    grab('deleted');
+    grab('s2', ['-l', 'snapshot.name=s2']);
+    return out;
+  };
+  const theirs = run((a) => qemuImg(a), join(dir, 'snapops-qemu.qcow2'));
+  const ours = run((a) => vdisk(a), join(dir, 'snapops-vdisk.qcow2'));
+  for (const k of Object.keys(theirs)) assert.ok(theirs[k]!.equals(ours[k]!), `content after ${k}`);
+});
