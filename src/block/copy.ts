@@ -140,8 +140,15 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number): Promis
 }
 
 /** Copy the segments into the target. Resolves when every write has completed. */
+/** Bytes that will really be read and written: progress counts these, as qemu-img's does. */
+async function dataBytes(segments: readonly CopySegment[], o: CopyOptions): Promise<number> {
+  let n = 0;
+  for await (const job of plan(segments, o)) if (job.kind === 'data') n += job.length;
+  return n;
+}
+
 export async function copyImage(segments: readonly CopySegment[], o: CopyOptions): Promise<void> {
-  const total = segments.reduce((s, g) => s + g.image.size, 0);
+  const total = o.onProgress ? await dataBytes(segments, o) : 0;
   const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, COPY_MAX_IN_FLIGHT));
   const jobs = plan(segments, o);
   let done = 0;
@@ -187,8 +194,10 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
         else if (job.kind === 'zero') await o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
         if (buf) pool.push(new Uint8Array(buf.buffer, 0, COPY_CHUNK_BYTES));
         finish(job.seq);
-        done += job.length;
-        o.onProgress?.(done, total);
+        if (job.kind === 'data') {
+          done += job.length;
+          o.onProgress?.(done, total);
+        }
       } catch (e) {
         failure ??= e;
         // release writers waiting behind this job so every worker can stop
@@ -201,4 +210,5 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
   if (failure !== undefined) throw failure;
+  if (total === 0) o.onProgress?.(1, 1);
 }

@@ -11,6 +11,7 @@ import { MAX_BACKING_CHAIN_DEPTH, PROBE_BYTES } from './limits.js';
 import { FORMATS, findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import type { Protocol } from '../protocols/types.js';
+import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -79,13 +80,20 @@ async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
 export async function openLayer(filename: string, opts: OpenOptions = {}): Promise<Image> {
   const readOnly = opts.readOnly ?? true;
   let entry: FormatEntry | undefined;
-  if (opts.format !== undefined) {
+  // protocol drivers named as the format (driver=file, driver=null-co): raw bytes, reported under that name
+  let protocolName: string | undefined;
+  if (opts.format !== undefined && (opts.format === 'file' || NULL_PROTOCOLS.has(opts.format))) {
+    protocolName = opts.format;
+    entry = findFormat('raw');
+  } else if (opts.format !== undefined) {
     entry = findFormat(opts.format);
     if (!entry) {
       throw new VdiskError('invalid-argument', 'UNKNOWN_DRIVER', `Unknown driver '${opts.format}'`, { path: filename, format: opts.format });
     }
   }
-  const proto = await openProtocol(filename, readOnly);
+  const proto = protocolName !== undefined && NULL_PROTOCOLS.has(protocolName)
+    ? NullProtocol.open(protocolName, opts.options ?? {})
+    : await openProtocol(filename, readOnly);
   try {
     let probed = false;
     if (!entry) {
@@ -113,7 +121,7 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
         '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
         "         Specify the 'raw' format explicitly to remove the restrictions.\n");
     }
-    return new Image(layer, proto, { filename, format: entry.name, probed, readOnly }, backing);
+    return new Image(layer, proto, { filename, format: protocolName ?? entry.name, probed, readOnly }, backing);
   } catch (e) {
     await proto.close().catch(() => undefined);
     throw e;

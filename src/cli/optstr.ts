@@ -60,6 +60,40 @@ export function flattenJson(v: unknown, prefix = '', out: Record<string, string>
   return out;
 }
 
+/**
+ * qemu's JSON parser also takes 'single-quoted' strings (its test suite relies on it); convert them
+ * to standard JSON strings outside of double-quoted ones, then parse.
+ */
+export function parseQemuJson(text: string): unknown {
+  let out = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j;
+    } else if (c === "'") {
+      let j = i + 1;
+      let str = '';
+      while (j < text.length && text[j] !== "'") {
+        if (text[j] === '\\' && j + 1 < text.length) {
+          str += text[j + 1] === "'" ? "'" : text.slice(j, j + 2);
+          j += 2;
+        } else {
+          str += text[j] === '"' ? '\\"' : text[j];
+          j++;
+        }
+      }
+      out += `"${str}"`;
+      i = j;
+    } else {
+      out += c;
+    }
+  }
+  return JSON.parse(out);
+}
+
 /** A filename as a user can give it: plain, `json:{...}`, or (with --image-opts) an option string. */
 export interface ImageSpec {
   filename: string;
@@ -74,7 +108,7 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   } else if (arg.startsWith('json:')) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(arg.slice(5));
+      parsed = parseQemuJson(arg.slice(5));
     } catch (e) {
       throw new VdiskError('invalid-argument', 'BAD_JSON', `Could not parse the JSON options: ${(e as Error).message}`, { path: arg });
     }
@@ -82,7 +116,9 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   } else {
     return { filename: arg, options: {} };
   }
-  const filename = flat['file.filename'] ?? flat['file'] ?? flat['filename'];
+  const driver = flat['driver'];
+  const protocolOnly = driver === 'null-co' || driver === 'null-aio';
+  const filename = flat['file.filename'] ?? flat['file'] ?? flat['filename'] ?? (protocolOnly ? `${driver}://` : undefined);
   if (filename === undefined) {
     throw new VdiskError('invalid-argument', 'NO_FILENAME', `A block device must be specified for "file"`, { path: arg });
   }

@@ -156,13 +156,14 @@ export default async function compareCommand(argv: string[], cli: Cli): Promise<
   const total = Math.max(i1.size, i2.size);
   const progress = new Progress(progressOn, (s) => cli.out(s));
   try {
-    if (i1.size !== i2.size) {
-      if (strict) throw new Mismatch('Strict mode: Image size mismatch!');
-      say('Warning: Image size mismatch!\n');
-    }
+    if (i1.size !== i2.size && strict) throw new Mismatch('Strict mode: Image size mismatch!');
     const common = Math.min(i1.size, i2.size);
     await compareRange(i1, i2, strict, common, progress, total);
-    if (i1.size !== i2.size) await checkTail(i1.size > i2.size ? i1 : i2, common, progress, total);
+    if (i1.size !== i2.size) {
+      // qemu warns only once the common part has compared equal
+      say('Warning: Image size mismatch!\n');
+      await checkTail(i1.size > i2.size ? i1 : i2, common, progress, total);
+    }
     say('Images are identical.\n');
     return EXIT_IDENTICAL;
   } catch (e) {

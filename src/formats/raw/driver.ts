@@ -99,7 +99,8 @@ export const rawDriver: FormatDriver = {
     if (base > fileSize) {
       throw new VdiskError('invalid-argument', 'RAW_OFFSET', 'The sum of offset (' + base + ') and size (0) has to be smaller or equal to the  actual size of the containing file (' + fileSize + ')', { path: ctx.filename });
     }
-    const size = win ?? fileSize - base;
+    // the file driver counts whole sectors: a 65537-byte file is a 66048-byte disk (the tail reads zeros)
+    const size = win ?? Math.ceil((fileSize - base) / 512) * 512;
     return new RawLayer(proto, base, size, win !== undefined);
   },
 
