@@ -13,6 +13,8 @@ import type { Preallocation, Protocol } from '../../protocols/types.js';
 
 /** qemu's file driver writes the first block on create so later allocation is cheaper to find. */
 const FIRST_BLOCK_BYTES = 4096;
+/** The sector size O_DIRECT requests are aligned to. */
+const DIRECT_IO_ALIGNMENT = 512;
 
 class RawLayer implements FormatLayer {
   readonly granularity = 512;
@@ -22,6 +24,7 @@ class RawLayer implements FormatLayer {
     private readonly base: number,
     public size: number,
     private readonly fixedSize: boolean,
+    private readonly directIo = false,
   ) {}
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
@@ -45,7 +48,13 @@ class RawLayer implements FormatLayer {
     const ext = this.proto.extent
       ? await this.proto.extent(this.base + offset, length)
       : { length, data: true };
-    return { length: Math.min(ext.length, length), allocated: true, data: ext.data, zero: !ext.data, hostOffset: this.base + offset };
+    let n = Math.min(ext.length, length);
+    // with O_DIRECT (cache.direct=on) qemu's file driver never reports partial sectors: a data run
+    // ending at an unaligned EOF covers the whole last sector
+    if (this.directIo && ext.data && (offset + n) % DIRECT_IO_ALIGNMENT !== 0) {
+      n = Math.min(length, Math.ceil((offset + n) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT - offset);
+    }
+    return { length: n, allocated: true, data: ext.data, zero: !ext.data, hostOffset: this.base + offset };
   }
 
   async info(): Promise<LayerInfo> {
@@ -101,7 +110,8 @@ export const rawDriver: FormatDriver = {
     }
     // the file driver counts whole sectors: a 65537-byte file is a 66048-byte disk (the tail reads zeros)
     const size = win ?? Math.ceil((fileSize - base) / 512) * 512;
-    return new RawLayer(proto, base, size, win !== undefined);
+    const direct = ctx.options['cache.direct'] === 'on' || ctx.options['file.cache.direct'] === 'on';
+    return new RawLayer(proto, base, size, win !== undefined, direct);
   },
 
   async create(ctx: CreateContext): Promise<void> {
