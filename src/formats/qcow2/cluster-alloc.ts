@@ -14,6 +14,11 @@ export class ClusterAllocator {
   private hint = 0;
   /** Clusters chosen for a refcount block whose own refcount is not set yet. */
   private readonly reserved = new Set<number>();
+  /**
+   * Clusters holding metadata (header, tables, refcount blocks): guest data must never be
+   * written there, whatever a damaged L2 entry or refcount says (qemu's overlap check).
+   */
+  readonly metadata = new Set<number>();
 
   constructor(
     private readonly proto: Protocol,
@@ -24,7 +29,17 @@ export class ClusterAllocator {
     /** Persist a moved refcount table in the header. */
     private readonly onTableMoved: (offset: number, clusters: number) => Promise<void>,
     private readonly path: string,
+    /** Report a write that would hit metadata (marks the image corrupt); returns the error to throw. */
+    readonly onOverlap: (offset: number, what: string) => Error,
   ) {}
+
+  /** Throw (after marking the image corrupt) if [offset, offset+bytes) holds metadata. */
+  guard(offset: number, bytes: number): void {
+    const cs = 2 ** this.clusterBits;
+    for (let c = Math.floor(offset / cs); c * cs < offset + bytes; c++) {
+      if (this.metadata.has(c)) throw this.onOverlap(offset, 'metadata');
+    }
+  }
 
   private get perBlock(): number {
     return 2 ** this.rc.blockBits;
@@ -64,6 +79,19 @@ export class ClusterAllocator {
     }
   }
 
+  /** Record [offset, offset+bytes) as metadata. */
+  markMetadata(offset: number, bytes: number): void {
+    const cs = 2 ** this.clusterBits;
+    for (let c = Math.floor(offset / cs); c * cs < offset + bytes; c++) this.metadata.add(c);
+  }
+
+  /** Allocate clusters for metadata (tables), remembered by the overlap check. */
+  async allocateMeta(n: number): Promise<number> {
+    const off = await this.allocate(n);
+    this.markMetadata(off, n * 2 ** this.clusterBits);
+    return off;
+  }
+
   /** Allocate `n` contiguous clusters with refcount 1; returns the host offset of the first. */
   async allocate(n: number): Promise<number> {
     for (;;) {
@@ -75,6 +103,10 @@ export class ClusterAllocator {
       }
       // a new block (or a moved table) may have taken clusters of the run: look again
       if (changed) continue;
+      for (let c = start; c < start + n; c++) {
+        // a free cluster holding metadata means the refcounts are damaged
+        if (this.metadata.has(c)) throw this.onOverlap(c * 2 ** this.clusterBits, 'metadata with refcount 0');
+      }
       for (let c = start; c < start + n; c++) await this.rc.add(c, 1);
       if (start <= this.hint) this.hint = start + n;
       this.endCluster = Math.max(this.endCluster, start + n);
@@ -90,6 +122,7 @@ export class ClusterAllocator {
     for (let c = first; c <= last; c++) {
       const v = await this.rc.add(c, -1);
       if (v === 0) {
+        this.metadata.delete(c);
         this.hint = Math.min(this.hint, c);
         if (discardFreed) await this.proto.discard?.(c * cs, cs);
       }
@@ -107,6 +140,7 @@ export class ClusterAllocator {
     const off = c * 2 ** this.clusterBits;
     await this.rc.blocks.fresh(off);
     this.rc.setBlockOffset(ti, off);
+    this.metadata.add(c);
     this.endCluster = Math.max(this.endCluster, c + 1);
     const own = Math.floor(c / this.perBlock);
     if (own !== ti) {
@@ -158,7 +192,10 @@ export class ClusterAllocator {
       rc.setBlockOffset(blocks[j]!, (b0 + j) * cs);
     }
     const end = b0 + blocks.length;
-    for (let c = c0; c < end; c++) await rc.add(c, 1);
+    for (let c = c0; c < end; c++) {
+      await rc.add(c, 1);
+      this.metadata.add(c);
+    }
     this.endCluster = Math.max(this.endCluster, end);
     await rc.blocks.flush();
     await this.proto.pwrite(table, c0 * cs);

@@ -69,7 +69,7 @@ export class MetadataWriter {
   async l2ForWrite(l1i: number): Promise<number> {
     const old = this.map.l2Offset(l1i);
     if (old !== 0 && this.map.l1View.getUint32(l1i * 8) & L1E_COPIED_HI) return old;
-    const nu = await this.alloc.allocate(1);
+    const nu = await this.alloc.allocateMeta(1);
     const table = await this.map.l2Cache.fresh(nu);
     if (old !== 0) {
       // refcounts count snapshots, not tables: the data clusters keep theirs, the old table loses one
@@ -156,7 +156,7 @@ export class MetadataWriter {
     if (entries * 8 > MAX_L1_BYTES) throw invalid('QCOW2_L1_TOO_LARGE', 'Active L1 table too large', this.path, 'limit');
     const bytes = Math.ceil((entries * 8) / this.cs) * this.cs;
     await this.flush();
-    const nu = await this.alloc.allocate(bytes / this.cs);
+    const nu = await this.alloc.allocateMeta(bytes / this.cs);
     const l1 = new Uint8Array(entries * 8);
     l1.set(this.map.l1);
     const padded = new Uint8Array(bytes);

@@ -87,7 +87,7 @@ export class SnapshotEditor {
     const bytes = encodeSnapshots(list);
     let offset = 0;
     if (bytes.length > 0) {
-      offset = await meta.alloc.allocate(Math.ceil(bytes.length / cs));
+      offset = await meta.alloc.allocateMeta(Math.ceil(bytes.length / cs));
       await this.p.proto.pwrite(bytes, offset);
     }
     await meta.flush();
@@ -111,7 +111,7 @@ export class SnapshotEditor {
     await updateCopied(meta);
     const l1 = meta.map.l1.slice();
     const l1Bytes = Math.ceil(l1.length / cs) * cs;
-    const l1Off = l1.length > 0 ? await meta.alloc.allocate(l1Bytes / cs) : 0;
+    const l1Off = l1.length > 0 ? await meta.alloc.allocateMeta(l1Bytes / cs) : 0;
     if (l1.length > 0) {
       const padded = new Uint8Array(l1Bytes);
       padded.set(l1);

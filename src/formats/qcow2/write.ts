@@ -10,7 +10,8 @@ import type { CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, Tr
 import { SnapshotEditor } from './snapshot-ops.js';
 import { checkQcow2 } from './check.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
-import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_DIRTY } from './header.js';
+import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
+import { diskTableBytes } from './snapshot.js';
 import { entryOffset, L2E_COMPRESSED_HI, L2E_COPIED_HI } from './l1l2.js';
 import { Refcounts } from './refcount.js';
 import { ClusterAllocator } from './cluster-alloc.js';
@@ -78,10 +79,32 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       await p.proto.pwrite(b, 48);
       h.refcountTableOffset = BigInt(offset);
       h.refcountTableClusters = clusters;
-    }, p.path);
+    }, p.path, (offset, what) => this.overlap(offset, what));
+    seedMetadata(p, alloc, rc);
     this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path);
     await this.clearUnknownAutoclear();
     return this.meta;
+  }
+
+  private corruptMark: Promise<void> | undefined;
+
+  /**
+   * A write about to land on metadata: qemu's answer is to mark the image corrupt (so nothing
+   * writes to it until it is repaired) and fail the write. Returns the error to throw.
+   */
+  private overlap(offset: number, what: string): VdiskError {
+    const err = new VdiskError('corrupt', 'QCOW2_METADATA_OVERLAP',
+      `qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with ${what} at host offset 0x${offset.toString(16)}); further corruption events will be suppressed`,
+      { path: this.p.path, format: 'qcow2', offset, op: 'write' });
+    this.writeBlocked = err;
+    const h = this.p.loaded.header;
+    if (h.version >= 3 && !this.corruptMark) {
+      h.incompatibleFeatures |= INCOMPAT_CORRUPT;
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setBigUint64(0, h.incompatibleFeatures);
+      this.corruptMark = this.p.proto.pwrite(b, 72).then(() => this.p.proto.flush());
+    }
+    return err;
   }
 
   /** The spec lets a writer keep autoclear bits only for features it maintains. */
@@ -139,6 +162,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return out;
   }
 
+  /** Data about to be written in place must not land on metadata (guest data in a data file cannot). */
+  private guard(meta: MetadataWriter, offset: number, bytes: number): void {
+    if (this.p.data === this.p.proto) meta.alloc.guard(offset, bytes);
+  }
+
   private hostOf(e: RawEntry): number {
     return entryOffset(e.hi, e.lo, this.p.path, 'Cluster allocation');
   }
@@ -169,6 +197,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const copied = (e.hi & L2E_COPIED_HI) !== 0;
     const zero = g.zeroFlag && (e.lo & 1) !== 0;
     if (this.hasHost(e) && copied && !zero) {
+      this.guard(meta, this.hostOf(e) + inC, data.length);
       await this.p.data!.pwrite(data, this.hostOf(e) + inC);
       return;
     }
@@ -177,6 +206,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     // a preallocated zero cluster of our own is reused, as qemu does
     const reuse = zero && copied && this.hasHost(e);
     const target = reuse ? this.hostOf(e) : await this.newCluster(meta, cstart);
+    if (reuse) this.guard(meta, target, full.length);
     await this.p.data!.pwrite(full, target);
     await meta.setEntry(l2off, idx, this.entryFor(target, false));
     if (!reuse) meta.releaseEntry(e);
@@ -192,6 +222,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const mask = s1 - s0 === 31 ? ALL_SUBCLUSTERS : ((2 ** (s1 - s0 + 1) - 1) * 2 ** s0) >>> 0;
     if (this.hasHost(e) && copied) {
       const host = this.hostOf(e);
+      this.guard(meta, host, g.clusterSize);
       if ((e.allocBits & mask) === mask) {
         await this.p.data!.pwrite(data, host + inC);
         return;
@@ -334,6 +365,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
 
   flush(): Promise<void> {
     return this.serial(async () => {
+      if (this.corruptMark) await this.corruptMark;
       if (!this.meta) return;
       await this.meta.flush();
       if (this.p.data && this.p.data !== this.p.proto) await this.p.data.flush();
@@ -364,4 +396,34 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   async close(): Promise<void> {
     if (this.p.data && this.p.data !== this.p.proto) await this.p.data.close();
   }
+}
+
+/** Every cluster the image's metadata occupies, for the overlap check. */
+function seedMetadata(p: Qcow2Parts, alloc: ClusterAllocator, rc: Refcounts): void {
+  const l = p.loaded;
+  const h = l.header;
+  const cs = p.map.geo.clusterSize;
+  const safe = (n: bigint): number | undefined => (n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : undefined);
+  const mark = (off: number | undefined, bytes: number): void => {
+    if (off !== undefined && bytes > 0) alloc.markMetadata(off, bytes);
+  };
+  mark(0, cs);
+  mark(l.l1Offset, p.map.l1.length);
+  for (let i = 0; i < p.map.l1Entries; i++) {
+    const dv = p.map.l1View;
+    const off = (dv.getUint32(i * 8) & 0x001fffff) * 0x100000000 + ((dv.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
+    if (off) mark(off - (off % cs), cs);
+  }
+  mark(l.refcountTableOffset, h.refcountTableClusters * cs);
+  for (let ti = 0; ti < rc.tableEntries; ti++) {
+    try {
+      mark(rc.blockOffset(ti) || undefined, cs);
+    } catch {
+      // a damaged refcount table entry protects nothing
+    }
+  }
+  if (l.snapshots.length > 0) mark(safe(h.snapshotsOffset), diskTableBytes(l.snapshots));
+  for (const s of l.snapshots) mark(safe(s.l1TableOffset), s.l1Size * 8);
+  if (l.ext.bitmaps) mark(safe(l.ext.bitmaps.directoryOffset), Number(l.ext.bitmaps.directorySize));
+  if (l.ext.crypto) mark(safe(l.ext.crypto.offset), Number(l.ext.crypto.length));
 }

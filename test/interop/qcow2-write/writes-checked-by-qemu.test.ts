@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openImage } from '../../../dist/block/open.js';
-import { qemuImg, qemuIo, scratch, vdisk } from '../../helpers/oracle.ts';
+import { fixturesDir, qemuImg, qemuIo, scratch, vdisk } from '../../helpers/oracle.ts';
 
 const dir = scratch('vdisk-qcow2-write-');
 
@@ -227,4 +227,19 @@ test('snapshot create, apply and delete through vdisk leave the same contents as
   const theirs = run((a) => qemuImg(a), join(dir, 'snapops-qemu.qcow2'));
   const ours = run((a) => vdisk(a), join(dir, 'snapops-vdisk.qcow2'));
   for (const k of Object.keys(theirs)) assert.ok(theirs[k]!.equals(ours[k]!), `content after ${k}`);
+});
+
+test('a write that a damaged L2 entry sends onto the L1 table is refused and the image marked corrupt', async () => {
+  const f = join(dir, 'overlap.qcow2');
+  writeFileSync(f, readFileSync(join(fixturesDir(), 'hostile/qcow2-l2-entry-is-l1.qcow2')));
+  const before = readFileSync(f);
+  const img = await openImage(f, { readOnly: false });
+  await assert.rejects(img.write(new Uint8Array(4096).fill(9), 65536), { kind: 'corrupt', message: /Preventing invalid write on metadata/ });
+  await img.close();
+  const after = readFileSync(f);
+  // only the header's incompatible-features word changed: bit 1, "corrupt"
+  assert.equal(after.length, before.length);
+  for (let i = 0; i < after.length; i++) if (i < 72 || i >= 80) assert.equal(after[i], before[i], `byte ${i}`);
+  const info = JSON.parse(qemuImg(['info', '--output=json', f]).stdout) as { 'format-specific': { data: { corrupt: boolean } } };
+  assert.equal(info['format-specific'].data.corrupt, true);
 });
