@@ -10,7 +10,7 @@
  * 164 mk_digest_iter u32 | 168 uuid[40] | 208 8 key slots of 48 bytes:
  *     0 active u32 | 4 iterations u32 | 8 salt[32] | 40 key_material_offset u32 (sectors) | 44 stripes u32
  */
-import { createDecipheriv, createHash, pbkdf2, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, pbkdf2, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
 import { VdiskError } from '../../block/errors.js';
 import type { JsonObject } from '../../block/driver.js';
@@ -156,6 +156,11 @@ export class LuksVolume {
     return this.masterKey !== undefined;
   }
 
+  /** Encrypt whole sectors in place; `hostOffset` (sector aligned) gives the IV. */
+  encrypt(buf: Uint8Array, hostOffset: number): void {
+    cryptSectors(this.algorithm(), this.masterKey!, this.mode.ivgen, buf, hostOffset / SECTOR, true);
+  }
+
   /** Decrypt whole sectors in place; `hostOffset` (sector aligned) gives the IV. */
   decrypt(buf: Uint8Array, hostOffset: number): void {
     decryptSectors(this.algorithm(), this.masterKey!, this.mode.ivgen, buf, hostOffset / SECTOR);
@@ -163,12 +168,16 @@ export class LuksVolume {
 }
 
 function decryptSectors(alg: string, key: Uint8Array, ivgen: string, buf: Uint8Array, firstSector: number): void {
+  cryptSectors(alg, key, ivgen, buf, firstSector, false);
+}
+
+function cryptSectors(alg: string, key: Uint8Array, ivgen: string, buf: Uint8Array, firstSector: number, encrypt: boolean): void {
   const iv = Buffer.alloc(16);
   for (let off = 0, sector = firstSector; off < buf.length; off += SECTOR, sector++) {
     iv.fill(0);
     if (ivgen === 'plain') iv.writeUInt32LE(sector % 2 ** 32, 0);
     else iv.writeBigUInt64LE(BigInt(sector), 0);
-    const d = createDecipheriv(alg, key, iv);
+    const d = encrypt ? createCipheriv(alg, key, iv) : createDecipheriv(alg, key, iv);
     d.setAutoPadding(false);
     const chunk = buf.subarray(off, off + SECTOR);
     const out = d.update(chunk);

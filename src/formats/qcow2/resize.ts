@@ -3,6 +3,7 @@
  * preallocating the new area), and shrinking (dropping every cluster past the new end, then the
  * L2 tables left empty, then trimming the file after its last used cluster), as qemu does.
  */
+import { VdiskError } from '../../block/errors.js';
 import type { Preallocation } from '../../protocols/types.js';
 import type { Qcow2Parts } from './layer.js';
 import type { MetadataWriter, RawEntry } from './l2-update.js';
@@ -41,6 +42,9 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
     });
   }
   if (p.data !== p.proto) await p.data!.truncate(size, prealloc === 'metadata' ? 'off' : prealloc);
+  if (prealloc !== 'off' && p.luks) {
+    throw new VdiskError('unsupported', 'QCOW2_PREALLOC_ENCRYPTED', 'vdisk does not preallocate encrypted qcow2 images', { path: p.path, format: 'qcow2' });
+  }
   if (prealloc !== 'off') await preallocate(c, old, size, prealloc);
   await meta.flush();
   await writeHeaderSize(c, size);

@@ -55,7 +55,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const path = this.p.path;
     if (h.incompatibleFeatures & INCOMPAT_DIRTY) {
       this.writeBlocked = new VdiskError('unsupported', 'QCOW2_DIRTY', `Could not write to '${path}': the image is dirty (its refcounts may be stale); repair it with 'qemu-img check -r all' first`, { path, format: 'qcow2' });
-    } else if (h.cryptMethod !== 0) {
+    } else if (h.cryptMethod !== 0 && !this.p.luks?.unlocked) {
       this.writeBlocked = new VdiskError('unsupported', 'QCOW2_ENCRYPTED_WRITE', `Could not write to '${path}': vdisk does not write encrypted qcow2 images`, { path, format: 'qcow2' });
     } else if (l.bitmaps.some((b) => b.flags & FLAG_AUTO)) {
       this.writeBlocked = new VdiskError('unsupported', 'QCOW2_BITMAPS_WRITE', `Could not write to '${path}': vdisk cannot keep its enabled persistent dirty bitmaps up to date`, { path, format: 'qcow2' });
@@ -162,6 +162,22 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return out;
   }
 
+  /** Guest bytes to their host place; encrypted images rewrite whole 512-byte sectors. */
+  private async putData(buf: Uint8Array, host: number): Promise<void> {
+    const luks = this.p.luks;
+    if (!luks) return this.p.data!.pwrite(buf, host);
+    const start = host - (host % 512);
+    const end = Math.ceil((host + buf.length) / 512) * 512;
+    const tmp = new Uint8Array(end - start);
+    if (start !== host || end !== host + buf.length) {
+      await this.p.data!.pread(tmp, start);
+      luks.decrypt(tmp, start);
+    }
+    tmp.set(buf, host - start);
+    luks.encrypt(tmp, start);
+    await this.p.data!.pwrite(tmp, start);
+  }
+
   /** Data about to be written in place must not land on metadata (guest data in a data file cannot). */
   private guard(meta: MetadataWriter, offset: number, bytes: number): void {
     if (this.p.data === this.p.proto) meta.alloc.guard(offset, bytes);
@@ -198,7 +214,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const zero = g.zeroFlag && (e.lo & 1) !== 0;
     if (this.hasHost(e) && copied && !zero) {
       this.guard(meta, this.hostOf(e) + inC, data.length);
-      await this.p.data!.pwrite(data, this.hostOf(e) + inC);
+      await this.putData(data, this.hostOf(e) + inC);
       return;
     }
     const full = data.length === g.clusterSize ? data : await this.current(cstart, cstart + g.clusterSize);
@@ -207,7 +223,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const reuse = zero && copied && this.hasHost(e);
     const target = reuse ? this.hostOf(e) : await this.newCluster(meta, cstart);
     if (reuse) this.guard(meta, target, full.length);
-    await this.p.data!.pwrite(full, target);
+    await this.putData(full, target);
     await meta.setEntry(l2off, idx, this.entryFor(target, false));
     if (!reuse) meta.releaseEntry(e);
   }
@@ -224,13 +240,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const host = this.hostOf(e);
       this.guard(meta, host, g.clusterSize);
       if ((e.allocBits & mask) === mask) {
-        await this.p.data!.pwrite(data, host + inC);
+        await this.putData(data, host + inC);
         return;
       }
       const from = cstart + s0 * g.subclusterSize;
       const buf = await this.current(from, cstart + (s1 + 1) * g.subclusterSize);
       buf.set(data, pos - from);
-      await this.p.data!.pwrite(buf, host + s0 * g.subclusterSize);
+      await this.putData(buf, host + s0 * g.subclusterSize);
       await meta.setEntry(l2off, idx, { ...e, allocBits: (e.allocBits | mask) >>> 0, zeroBits: (e.zeroBits & ~mask) >>> 0 });
       return;
     }
@@ -239,13 +255,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       // compressed or shared with a snapshot: the new cluster takes the whole cluster's content
       const full = await this.current(cstart, cstart + g.clusterSize);
       full.set(data, inC);
-      await this.p.data!.pwrite(full, target);
+      await this.putData(full, target);
       await meta.setEntry(l2off, idx, { ...this.entryFor(target, false), allocBits: ALL_SUBCLUSTERS, zeroBits: 0 });
     } else {
       const from = cstart + s0 * g.subclusterSize;
       const buf = await this.current(from, cstart + (s1 + 1) * g.subclusterSize);
       buf.set(data, pos - from);
-      await this.p.data!.pwrite(buf, target + s0 * g.subclusterSize);
+      await this.putData(buf, target + s0 * g.subclusterSize);
       await meta.setEntry(l2off, idx, { ...this.entryFor(target, false), allocBits: mask, zeroBits: (e.zeroBits & ~mask) >>> 0 });
     }
     meta.releaseEntry(e);

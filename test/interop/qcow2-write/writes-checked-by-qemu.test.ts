@@ -243,3 +243,41 @@ test('a write that a damaged L2 entry sends onto the L1 table is refused and the
   const info = JSON.parse(qemuImg(['info', '--output=json', f]).stdout) as { 'format-specific': { data: { corrupt: boolean } } };
   assert.equal(info['format-specific'].data.corrupt, true);
 });
+
+test('writes to a LUKS-encrypted image are encrypted so that qemu-img reads them back', async () => {
+  const f = join(dir, 'luks.qcow2');
+  const secret = 'sec0-passphrase';
+  const obj = `secret,id=sec0,data=${secret}`;
+  assert.equal(qemuImg(['create', '-q', '--object', obj, '-f', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', f, '4M']).code, 0);
+  const ref = new Uint8Array(4 << 20);
+  const rnd = prng(11);
+  const img = await openImage(f, {
+    readOnly: false, options: { 'encrypt.key-secret': 'sec0' },
+    secrets: { get: (id: string) => (id === 'sec0' ? new TextEncoder().encode(secret) : undefined) },
+  });
+  try {
+    for (let i = 0; i < 60; i++) {
+      const off = rnd(ref.length);
+      const len = Math.min(ref.length - off, 1 + rnd(100000));
+      if (rnd(4) === 0) {
+        await img.writeZeroes(off, len, false);
+        ref.fill(0, off, off + len);
+      } else {
+        const b = new Uint8Array(len).fill(1 + rnd(250));
+        await img.write(b, off);
+        ref.set(b, off);
+      }
+    }
+  } finally {
+    await img.close();
+  }
+  const refFile = `${f}.ref`;
+  writeFileSync(refFile, ref);
+  const opts = `driver=qcow2,file.filename=${f},encrypt.key-secret=sec0`;
+  const chk = qemuImg(['check', '--object', obj, '--image-opts', opts]);
+  assert.equal(chk.code, 0, chk.stdout + chk.stderr);
+  const out = join(dir, 'luks.raw');
+  const conv = qemuImg(['convert', '--object', obj, '--image-opts', opts, '-O', 'raw', out]);
+  assert.equal(conv.code, 0, conv.stderr);
+  assert.ok(readFileSync(out).equals(Buffer.from(ref)), 'decrypted content');
+});
