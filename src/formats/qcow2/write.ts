@@ -53,19 +53,44 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const l = this.p.loaded;
     const h = l.header;
     const path = this.p.path;
-    if (h.incompatibleFeatures & INCOMPAT_DIRTY) {
-      this.writeBlocked = new VdiskError('unsupported', 'QCOW2_DIRTY', `Could not write to '${path}': the image is dirty (its refcounts may be stale); repair it with 'qemu-img check -r all' first`, { path, format: 'qcow2' });
-    } else if (h.cryptMethod !== 0 && !this.p.luks?.unlocked) {
+    if (h.cryptMethod !== 0 && !this.p.luks?.unlocked) {
       this.writeBlocked = new VdiskError('unsupported', 'QCOW2_ENCRYPTED_WRITE', `Could not write to '${path}': vdisk does not write encrypted qcow2 images`, { path, format: 'qcow2' });
     } else if (l.bitmaps.some((b) => b.flags & FLAG_AUTO)) {
       this.writeBlocked = new VdiskError('unsupported', 'QCOW2_BITMAPS_WRITE', `Could not write to '${path}': vdisk cannot keep its enabled persistent dirty bitmaps up to date`, { path, format: 'qcow2' });
     }
   }
 
+  /**
+   * A dirty image (lazy refcounts, not closed cleanly) may have stale refcounts: like qemu, repair
+   * them before the first write and mark the image clean; if anything is left unrepaired, refuse.
+   */
+  private async repairDirty(): Promise<void> {
+    const h = this.p.loaded.header;
+    if (!(h.incompatibleFeatures & INCOMPAT_DIRTY)) return;
+    const r = await checkQcow2(this.p, 'all', undefined);
+    if (r.corruptions || r.leaks || r.checkErrors) {
+      const path = this.p.path;
+      this.writeBlocked = new VdiskError('corrupt', 'QCOW2_DIRTY', `Could not write to '${path}': the image is dirty and its refcounts could not be repaired; run 'qemu-img check -r all'`, { path, format: 'qcow2' });
+      throw this.writeBlocked;
+    }
+    await this.markClean();
+  }
+
+  private async markClean(): Promise<void> {
+    const h = this.p.loaded.header;
+    h.incompatibleFeatures &= ~INCOMPAT_DIRTY;
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, h.incompatibleFeatures);
+    await this.p.proto.flush();
+    await this.p.proto.pwrite(b, 72);
+    await this.p.proto.flush();
+  }
+
   private async writer(): Promise<MetadataWriter> {
     this.checkIo();
     if (this.writeBlocked) throw this.writeBlocked;
     if (this.meta) return this.meta;
+    await this.repairDirty();
     const p = this.p;
     const h = p.loaded.header;
     const cs = p.map.geo.clusterSize;
@@ -375,7 +400,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   check(repair: RepairMode): Promise<CheckResult> {
     return this.serial(async () => {
       if (this.meta) await this.meta.flush();
-      return checkQcow2(this.p, repair, this.meta?.rc);
+      const r = await checkQcow2(this.p, repair, this.meta?.rc);
+      // a repaired dirty image is clean again (qemu clears the bit after a successful repair)
+      const h = this.p.loaded.header;
+      if (repair !== 'none' && !this.p.readOnly && h.incompatibleFeatures & INCOMPAT_DIRTY && !r.corruptions && !r.leaks && !r.checkErrors) {
+        await this.markClean();
+      }
+      return r;
     });
   }
 

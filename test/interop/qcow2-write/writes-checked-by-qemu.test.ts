@@ -281,3 +281,19 @@ test('writes to a LUKS-encrypted image are encrypted so that qemu-img reads them
   assert.equal(conv.code, 0, conv.stderr);
   assert.ok(readFileSync(out).equals(Buffer.from(ref)), 'decrypted content');
 });
+
+test('the first write to a dirty lazy-refcounts image repairs its refcounts and marks it clean', async () => {
+  const f = join(dir, 'lazy-dirty.qcow2');
+  writeFileSync(f, readFileSync(join(fixturesDir(), 'made/qcow2-lazy-dirty.qcow2')));
+  const before = join(dir, 'lazy-dirty.raw');
+  assert.equal(qemuImg(['convert', '-O', 'raw', f, before]).code, 0);
+  assert.notEqual(qemuImg(['check', f]).code, 0, 'the fixture starts with stale refcounts');
+  const img = await openImage(f, { readOnly: false });
+  await img.write(new Uint8Array(70000).fill(5), 4000000);
+  await img.close();
+  const ref = readFileSync(before);
+  ref.fill(5, 4000000, 4070000);
+  assertCheckedAndEqual(f, ref);
+  const info = JSON.parse(qemuImg(['info', '--output=json', f]).stdout) as { 'dirty-flag': boolean };
+  assert.equal(info['dirty-flag'], false);
+});
