@@ -2,14 +2,24 @@
  * qcow2 (QEMU docs/interop/qcow2.txt), versions 2 and 3.
  *
  *   cluster 0: header | extensions | backing file name     L1 table -> L2 tables -> data clusters
- *   refcount table -> refcount blocks                        snapshot table, bitmap directory
+ *   refcount table -> refcount blocks                        snapshot table -> snapshot L1 tables
+ *   bitmap directory (info only)                             LUKS header + key material (crypto ext)
  *
  * Supported: reading every cluster kind (normal, zero, compressed zlib/zstd, extended L2
- * subclusters), backing files, external data files, LUKS decryption, internal snapshots as
- * read-only views (`snapshot.name`/`snapshot.id` options), and writes with refcounted allocation.
- * Not supported: the legacy AES encryption (crypt_method 1), writing encrypted images.
+ * subclusters), backing files, external data files (raw or not), LUKS decryption and encryption,
+ * internal snapshots (read-only views through the `snapshot.name`/`snapshot.id` options; create,
+ * apply, delete), writes with refcounted allocation and copy-on-write, zero clusters, discard,
+ * resize (grow with preallocation, shrink), `check` with leak/refcount repair, repair of dirty
+ * (lazy-refcounts) images before the first write, qemu's metadata overlap check.
+ * Not supported: the legacy AES encryption (crypt_method 1; info only), writing images with
+ * enabled persistent dirty bitmaps (they would go stale), rebuilding refcount structures from
+ * scratch (repair fixes refcounts in place), compressed writes.
  *
- * This file only wires the concerns together; see header.ts, load.ts, l1l2.ts, layer.ts, write.ts.
+ * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
+ * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
+ * layer.ts (reads, block status, info), write.ts and l2-update.ts (writes), refcount.ts and
+ * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts, luks.ts,
+ * compress.ts, bitmap.ts; hostile-input limits are in limits.ts.
  */
 import { VdiskError } from '../../block/errors.js';
 import type { FormatDriver, FormatLayer, OpenContext } from '../../block/driver.js';
