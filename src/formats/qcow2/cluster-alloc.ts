@@ -10,6 +10,8 @@ import { getRefcountEntry, type Refcounts } from './refcount.js';
 import { MAX_REFCOUNT_TABLE_BYTES } from './limits.js';
 
 export class ClusterAllocator {
+  /** Clusters freed so far: lets holders of partly used clusters notice theirs may be gone. */
+  freed = 0;
   /** No free cluster below this one (a hint, lowered by frees). */
   private hint = 0;
   /** Clusters chosen for a refcount block whose own refcount is not set yet. */
@@ -122,6 +124,7 @@ export class ClusterAllocator {
     for (let c = first; c <= last; c++) {
       const v = await this.rc.add(c, -1);
       if (v === 0) {
+        this.freed++;
         this.metadata.delete(c);
         this.hint = Math.min(this.hint, c);
         if (discardFreed) await this.proto.discard?.(c * cs, cs);

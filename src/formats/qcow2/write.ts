@@ -8,6 +8,7 @@
 import { VdiskError } from '../../block/errors.js';
 import type { CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
 import { SnapshotEditor } from './snapshot-ops.js';
+import { CompressedWriter } from './compressed-write.js';
 import { checkQcow2 } from './check.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
@@ -291,6 +292,29 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     }
     meta.releaseEntry(e);
   }
+
+  /** Whole clusters compressed (convert -c); the last one may be short at the end of the image. */
+  writeCompressed(buf: Uint8Array, offset: number): Promise<void> {
+    return this.serial(async () => {
+      const meta = await this.writer();
+      const path = this.p.path;
+      if (this.p.data !== this.p.proto || this.p.luks) {
+        throw new VdiskError('unsupported', 'QCOW2_NO_COMPRESSION', this.p.luks ? 'Compression is not supported for encrypted images' : 'Compression is not supported with an external data file', { path, format: 'qcow2' });
+      }
+      const cs = this.p.map.geo.clusterSize;
+      this.compressed ??= new CompressedWriter(this.p);
+      for (let done = 0; done < buf.length; done += cs) {
+        const part = buf.subarray(done, Math.min(buf.length, done + cs));
+        const cluster = part.length === cs ? part : new Uint8Array(cs);
+        if (cluster !== part) cluster.set(part);
+        if (!(await this.compressed.write(meta, cluster, offset + done))) await this.writeData(meta, part, offset + done);
+      }
+      this.invalidateCompressed();
+      if (meta.mustFlush) await meta.flush();
+    });
+  }
+
+  private compressed: CompressedWriter | undefined;
 
   writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
     return this.serial(async () => {

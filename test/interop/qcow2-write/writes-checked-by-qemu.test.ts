@@ -297,3 +297,23 @@ test('the first write to a dirty lazy-refcounts image repairs its refcounts and 
   const info = JSON.parse(qemuImg(['info', '--output=json', f]).stdout) as { 'dirty-flag': boolean };
   assert.equal(info['dirty-flag'], false);
 });
+
+for (const [ct, cs] of [['zlib', '64k'], ['zstd', '64k'], ['zlib', '4k'], ['zlib', '2M']] as const) {
+  test(`compressed writes (${ct}, ${cs} clusters) pack clusters that qemu-img reads back and checks clean`, async () => {
+    const size = (8 << 20) - 1536;
+    const f = create(`cw-${ct}-${cs}.qcow2`, size, ['-o', `compression_type=${ct},cluster_size=${cs}`]);
+    const ref = new Uint8Array(size);
+    for (let i = 0; i < ref.length; i += 4096) ref.fill((i >> 12) % 7 === 0 ? 0 : (i % 251) + 1, i, Math.min(ref.length, i + 1500));
+    const rnd = prng(5);
+    for (let i = 3 << 20; i < 4 << 20; i++) ref[i] = rnd(256); // does not compress: written plainly
+    const img = await openImage(f, { readOnly: false });
+    await img.writeCompressed(ref, 0);
+    await img.write(new Uint8Array(1000).fill(0x33), 5000);
+    ref.fill(0x33, 5000, 6000);
+    await img.close();
+    assertCheckedAndEqual(f, ref);
+    const chk = qemuImg(['check', '--output=json', f]);
+    const r = JSON.parse(chk.stdout) as { 'compressed-clusters'?: number; 'allocated-clusters': number };
+    assert.ok((r['compressed-clusters'] ?? 0) > 0 && (r['compressed-clusters'] ?? 0) < r['allocated-clusters']);
+  });
+}
