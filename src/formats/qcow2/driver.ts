@@ -8,12 +8,13 @@
  * Supported: reading every cluster kind (normal, zero, compressed zlib/zstd, extended L2
  * subclusters), backing files, external data files (raw or not), LUKS decryption and encryption,
  * internal snapshots (read-only views through the `snapshot.name`/`snapshot.id` options; create,
- * apply, delete), writes with refcounted allocation and copy-on-write, zero clusters, discard,
+ * apply, delete), writes with refcounted allocation and copy-on-write, compressed writes, zero
+ * clusters, discard,
  * resize (grow with preallocation, shrink), `check` with leak/refcount repair, repair of dirty
  * (lazy-refcounts) images before the first write, qemu's metadata overlap check.
  * Not supported: the legacy AES encryption (crypt_method 1; info only), writing images with
  * enabled persistent dirty bitmaps (they would go stale), rebuilding refcount structures from
- * scratch (repair fixes refcounts in place), compressed writes.
+ * scratch (repair fixes refcounts in place).
  *
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
