@@ -58,7 +58,7 @@ export class ClusterAllocator {
     let run = 0;
     let firstFree = -1;
     const see = (c: number, used: boolean): boolean => {
-      if (used || this.reserved.has(c)) {
+      if (used || this.reserved.has(c) || this.metadata.has(c)) {
         start = c + 1;
         run = 0;
         return false;

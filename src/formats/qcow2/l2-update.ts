@@ -120,7 +120,11 @@ export class MetadataWriter {
 
   /** Drop the entry's references once the tables that stop using them are on disk. */
   releaseEntry(e: RawEntry): void {
-    for (const [off, bytes] of this.hostRanges(e)) this.queueFree(off, bytes);
+    for (const [off, bytes] of this.hostRanges(e)) {
+      // a data reference into metadata is damage: dropping it would free (and punch) the metadata
+      this.alloc.guard(off, bytes);
+      this.queueFree(off, bytes);
+    }
   }
 
   queueFree(offset: number, bytes: number): void {

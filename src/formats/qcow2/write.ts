@@ -107,6 +107,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       h.refcountTableClusters = clusters;
     }, p.path, (offset, what) => this.overlap(offset, what));
     seedMetadata(p, alloc, rc);
+    await this.checkRefcountsCoverMetadata(alloc, rc);
     this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path);
     await this.clearUnknownAutoclear();
     return this.meta;
@@ -131,6 +132,28 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       this.corruptMark = this.p.proto.pwrite(b, 72).then(() => this.p.proto.flush());
     }
     return err;
+  }
+
+  /**
+   * Allocation trusts refcounts; if they do not even count the image's own metadata (a refcount
+   * table past the end of the file, zeroed blocks), new clusters would land on live data. Refuse.
+   */
+  private async checkRefcountsCoverMetadata(alloc: ClusterAllocator, rc: Refcounts): Promise<void> {
+    for (const c of alloc.metadata) {
+      let n = 0;
+      try {
+        n = await rc.get(c);
+      } catch {
+        n = 0;
+      }
+      if (n === 0) {
+        const path = this.p.path;
+        this.writeBlocked = new VdiskError('corrupt', 'QCOW2_REFCOUNTS_BROKEN',
+          `Could not write to '${path}': the refcounts do not cover the image's metadata (cluster ${c} has refcount 0); repair it with 'qemu-img check -r all'`,
+          { path, format: 'qcow2', offset: c * this.p.map.geo.clusterSize, op: 'write' });
+        throw this.writeBlocked;
+      }
+    }
   }
 
   /** The spec lets a writer keep autoclear bits only for features it maintains. */

@@ -317,3 +317,25 @@ for (const [ct, cs] of [['zlib', '64k'], ['zstd', '64k'], ['zlib', '4k'], ['zlib
     assert.ok((r['compressed-clusters'] ?? 0) > 0 && (r['compressed-clusters'] ?? 0) < r['allocated-clusters']);
   });
 }
+
+for (const name of ['qcow2-header-only.qcow2', 'qcow2-truncated-104.qcow2', 'qcow2-refcount-table-past-eof.qcow2', 'qcow2-compressed-into-header.qcow2']) {
+  test(`writes to hostile ${name} fail cleanly and never destroy the header`, async () => {
+    const f = join(dir, `rw-${name}`);
+    writeFileSync(f, readFileSync(join(fixturesDir(), 'hostile', name)));
+    const img = await openImage(f, { format: 'qcow2', readOnly: false, noBacking: true });
+    const attempts = [
+      () => img.write(new Uint8Array(4096).fill(7), 0),
+      () => img.writeZeroes(0, 1 << 20, true),
+      () => img.discard(0, 1 << 20),
+    ];
+    for (const a of attempts) {
+      try {
+        await a();
+      } catch (e) {
+        assert.equal((e as { name?: string }).name, 'VdiskError', String(e));
+      }
+    }
+    await img.close().catch((e: unknown) => assert.equal((e as { name?: string }).name, 'VdiskError'));
+    assert.deepEqual([...readFileSync(f).subarray(0, 4)], [0x51, 0x46, 0x49, 0xfb]);
+  });
+}
