@@ -25,10 +25,20 @@ export function optionIsTrue(v: string | undefined): boolean {
   return v !== undefined && ['on', 'yes', 'true', 'y'].includes(v);
 }
 
+/** Formats qemu knows but cannot create images of: qemu-img says so rather than "unknown". */
+const QEMU_READ_ONLY_FORMATS = new Set(['bochs', 'cloop', 'dmg', 'vvfat']);
+
 export async function loadFormatDriver(format: string): Promise<FormatDriver> {
   const entry = findFormat(format);
-  if (!entry) throw new VdiskError('invalid-argument', 'UNKNOWN_FORMAT', `Unknown file format '${format}'`, { format });
+  if (!entry) {
+    if (QEMU_READ_ONLY_FORMATS.has(format)) throw noCreate(format);
+    throw new VdiskError('invalid-argument', 'UNKNOWN_FORMAT', `Unknown file format '${format}'`, { format });
+  }
   return entry.load();
+}
+
+export function noCreate(format: string): VdiskError {
+  return new VdiskError('unsupported', 'CREATE_UNSUPPORTED', `Format driver '${format}' does not support image creation`, { format });
 }
 
 export interface CreateRequest {
@@ -41,9 +51,7 @@ export interface CreateRequest {
 
 export async function createImage(req: CreateRequest): Promise<void> {
   const driver = await loadFormatDriver(req.format);
-  if (!driver.create) {
-    throw new VdiskError('unsupported', 'CREATE_UNSUPPORTED', `Format driver '${req.format}' does not support image creation`, { format: req.format, path: req.filename });
-  }
+  if (!driver.create) throw noCreate(req.format);
   const ctx: CreateContext = {
     filename: req.filename,
     size: req.size,

@@ -123,6 +123,8 @@ export interface FormatLayer {
   writeCompressed?(buf: Uint8Array, offset: number): Promise<void>;
   /** Internal snapshot operations; listing comes from info().snapshots. */
   readonly snapshots?: SnapshotOps;
+  /** Change format options of an existing image (qemu-img amend); values already checked against amendOptions. */
+  amend?(values: Readonly<Record<string, string>>, force: boolean): Promise<void>;
 }
 
 /** Named secrets from `--object secret,...`, looked up by id. */
@@ -200,6 +202,8 @@ export interface FormatDriver {
   readonly createSummary?: readonly string[];
   create?(ctx: CreateContext): Promise<void>;
   measure?(input: MeasureInput): Promise<MeasureResult>;
+  /** `-o` options `amend` accepts, in `-o help` order (absent: the format cannot amend). */
+  readonly amendOptions?: readonly CreateOptionSpec[];
   /** Images of this format can take compressed writes (qemu-img convert -c). */
   readonly supportsCompression?: boolean;
 }

@@ -14,7 +14,7 @@ import { parseImageSpec, parseOptString } from '../cli/optstr.js';
 import { parseSize } from '../cli/units.js';
 import { accumulateOptions, createHelpText, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { Progress } from '../cli/progress.js';
-import { createImage, loadFormatDriver } from '../block/create.js';
+import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
 import { copyImage, COPY_MAX_IN_FLIGHT, type CopySegment } from '../block/copy.js';
 import { VdiskError } from '../block/errors.js';
 import type { Image } from '../block/image.js';
@@ -169,16 +169,22 @@ async function openSources(files: string[], a: ConvertArgs): Promise<Image[]> {
 async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<number> {
   const outName = files[files.length - 1]!;
   const outFmt = a.outFmt ?? 'raw';
-  const driver = await loadFormatDriver(outFmt).catch(() => {
-    throw new VdiskError('invalid-argument', 'UNKNOWN_FORMAT', `Unknown file format '${outFmt}'`);
-  });
-  if (a.compress && !driver.supportsCompression) {
-    throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format');
-  }
-  if (a.backing !== undefined && a.backingFmt === undefined && !a.noCreate) {
-    throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
-  }
+  // qemu-img opens the sources before it looks at the output format
   const sources = await openSources(files.slice(0, -1), a);
+  let driver;
+  try {
+    driver = await loadFormatDriver(outFmt);
+    if (!driver.create && !a.noCreate) throw noCreate(outFmt);
+    if (a.compress && !driver.supportsCompression) {
+      throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format');
+    }
+    if (a.backing !== undefined && a.backingFmt === undefined && !a.noCreate) {
+      throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
+    }
+  } catch (e) {
+    for (const s of sources) await s.close();
+    throw e;
+  }
   let target: Image | undefined;
   try {
     const total = sources.reduce((s, i) => s + i.size, 0);

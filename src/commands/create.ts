@@ -11,7 +11,7 @@ import { printHelp } from '../cli/common.js';
 import { Secrets } from '../cli/optstr.js';
 import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, createSummary, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
-import { createImage, loadFormatDriver } from '../block/create.js';
+import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
 import { openImage, openLayer, resolveBackingName } from '../block/open.js';
 import { VdiskError, errnoOf } from '../block/errors.js';
 import type { FormatDriver } from '../block/driver.js';
@@ -154,10 +154,8 @@ export default async function createCommand(argv: string[], cli: Cli): Promise<n
   }
   if (r.operands.length > 2) return cli.usageError(`Unexpected argument: ${r.operands[2]}`);
   try {
-    const driver = await loadFormatDriver(a.fmt).catch(() => {
-      throw new VdiskError('invalid-argument', 'UNKNOWN_FORMAT', `Unknown file format '${a.fmt}'`);
-    });
-    if (!driver.create) throw new VdiskError('unsupported', 'NO_CREATE', `Format driver '${a.fmt}' does not support image creation`);
+    const driver = await loadFormatDriver(a.fmt);
+    if (!driver.create) throw noCreate(a.fmt);
     return await runCreate(cli, driver, filename, size, a);
   } catch (e) {
     return cli.fail(e, `${filename}: `);

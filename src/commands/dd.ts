@@ -10,7 +10,7 @@ import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
 import { printHelp } from '../cli/common.js';
 import { parseSize } from '../cli/units.js';
-import { createImage, loadFormatDriver } from '../block/create.js';
+import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
 import { VdiskError } from '../block/errors.js';
 import type { Image } from '../block/image.js';
 

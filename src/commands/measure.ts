@@ -110,9 +110,7 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
   }
   let img: Image | undefined;
   try {
-    const driver = await loadFormatDriver(outFmt).catch(() => {
-      throw new VdiskError('invalid-argument', 'UNKNOWN_FORMAT', `Unknown file format '${outFmt}'`);
-    });
+    const driver = await loadFormatDriver(outFmt);
     if (wantsHelp(options)) {
       cli.out(createHelpText(driver, false));
       return 0;
