@@ -76,3 +76,25 @@ test('compressed clusters round-trip for zlib (raw deflate) and zstd, ignoring t
   }
   assert.equal(decompressCluster(0, new Uint8Array(100).fill(0xff), new Uint8Array(65536)), false);
 });
+
+test('the table cache writes dirty tables back on eviction and keeps a changed table marked after eviction', async () => {
+  const { TableCache } = await import('../../../../dist/formats/qcow2/l2-cache.js');
+  const disk = new Map<number, Uint8Array>();
+  const proto = {
+    async pread(buf: Uint8Array, off: number) { buf.set(disk.get(off) ?? new Uint8Array(buf.length)); },
+    async pwrite(buf: Uint8Array, off: number) { disk.set(off, buf.slice()); },
+  };
+  const cache = new TableCache(proto as never, 16, 64); // capacity 4
+  const order: string[] = [];
+  cache.beforeWrite = async () => { order.push('before'); };
+  const t0 = await cache.get(0);
+  t0[0] = 42;
+  cache.markDirty(0, t0);
+  for (let i = 1; i <= 4; i++) await cache.get(i * 16); // evicts table 0
+  assert.equal(disk.get(0)?.[0], 42, 'written back on eviction');
+  assert.deepEqual(order, ['before'], 'dependencies flushed first');
+  t0[1] = 43; // a holder changes its (evicted) copy and marks it again
+  cache.markDirty(0, t0);
+  await cache.flush();
+  assert.equal(disk.get(0)?.[1], 43);
+});
