@@ -23,7 +23,10 @@
  * compress.ts, bitmap.ts; hostile-input limits are in limits.ts.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { FormatDriver, FormatLayer, OpenContext } from '../../block/driver.js';
+import type { CreateContext, FormatDriver, FormatLayer, OpenContext } from '../../block/driver.js';
+import { dirname, isAbsolute, join } from 'node:path';
+import { FileProtocol } from '../../protocols/file.js';
+import { createQcow2, qcow2CreateOptions, qcow2CreateSummary, type Qcow2CreateParams } from './create.js';
 import type { Protocol } from '../../protocols/types.js';
 import { CRYPT_AES, CRYPT_LUKS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, toSafe } from './header.js';
 import { loadImage } from './load.js';
@@ -93,7 +96,33 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
   }
 }
 
+/** Grow a freshly created image through the layer, for preallocated creation (as qemu does). */
+async function growNew(ctx: CreateContext, filename: string, size: number, prealloc: Qcow2CreateParams['prealloc']): Promise<void> {
+  const proto = await FileProtocol.open(filename, { readOnly: false });
+  const dir = dirname(filename);
+  const octx: OpenContext = {
+    filename, readOnly: false, options: {}, secrets: ctx.secrets,
+    backing: { present: false, read: async (buf) => { buf.fill(0); } },
+    openFile: (name, ro) => FileProtocol.open(isAbsolute(name) ? name : join(dir, name), { readOnly: ro }),
+  };
+  try {
+    const layer = await openQcow2(proto, octx);
+    try {
+      await layer.truncate!(size, { prealloc, shrink: false });
+      await layer.flush?.();
+    } finally {
+      await layer.close();
+    }
+  } finally {
+    await proto.close();
+  }
+}
+
 export const qcow2Driver: FormatDriver = {
   name: 'qcow2',
   open: openQcow2,
+  createOptions: qcow2CreateOptions,
+  createSummary: qcow2CreateSummary,
+  create: (ctx) => createQcow2(ctx, (f, size, pa) => growNew(ctx, f, size, pa)),
+  supportsCompression: true,
 };

@@ -1,0 +1,264 @@
+/**
+ * Creating qcow2 images (docs/interop/qcow2.txt), laid out as qemu-img 7.2 lays them out so the
+ * files are byte-identical for the same options:
+ *
+ *   cluster 0: header | extensions (backing format, data file, feature names) | backing file name
+ *   cluster 1: refcount table (one entry)      cluster 2: refcount block
+ *   cluster 3: L1 table (exactly l1_size * 8 bytes; the file ends there)
+ *
+ * Preallocation (metadata, falloc, full) starts from the same empty image and grows it through the
+ * qcow2 layer's own truncate, as qemu does. Encrypted creation is not supported yet.
+ */
+import { VdiskError } from '../../block/errors.js';
+import type { CreateContext, CreateOptionSpec } from '../../block/driver.js';
+import type { Protocol } from '../../protocols/types.js';
+
+export const qcow2CreateOptions: readonly CreateOptionSpec[] = [
+  { name: 'size', type: 'size', help: 'Virtual disk size' },
+  { name: 'compat', type: 'string', help: 'Compatibility level (v2 [0.10] or v3 [1.1])' },
+  { name: 'backing_file', type: 'string', help: 'File name of a base image' },
+  { name: 'backing_fmt', type: 'string', help: 'Image format of the base image' },
+  { name: 'data_file', type: 'string', help: 'File name of an external data file' },
+  { name: 'data_file_raw', type: 'bool', help: 'The external data file must stay valid as a raw image' },
+  { name: 'encryption', type: 'bool', help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
+  { name: 'encrypt.format', type: 'string', help: "Encrypt the image, format choices: 'aes', 'luks'" },
+  { name: 'encrypt.key-secret', type: 'string', help: 'ID of secret providing qcow AES key or LUKS passphrase' },
+  { name: 'encrypt.cipher-alg', type: 'string', help: 'Name of encryption cipher algorithm' },
+  { name: 'encrypt.cipher-mode', type: 'string', help: 'Name of encryption cipher mode' },
+  { name: 'encrypt.ivgen-alg', type: 'string', help: 'Name of IV generator algorithm' },
+  { name: 'encrypt.ivgen-hash-alg', type: 'string', help: 'Name of IV generator hash algorithm' },
+  { name: 'encrypt.hash-alg', type: 'string', help: 'Name of encryption hash algorithm' },
+  { name: 'encrypt.iter-time', type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
+  { name: 'cluster_size', type: 'size', help: 'qcow2 cluster size', def: '65536' },
+  { name: 'extended_l2', type: 'bool', help: 'Extended L2 tables', def: 'off' },
+  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, metadata, falloc, full)' },
+  { name: 'compression_type', type: 'string', help: 'Compression method used for image cluster compression', def: 'zlib' },
+  { name: 'lazy_refcounts', type: 'bool', help: 'Postpone refcount updates', def: 'off' },
+  { name: 'refcount_bits', type: 'number', help: 'Width of a reference count entry in bits', def: '16' },
+];
+
+/** The order of qemu-img's "Formatting ..." line. */
+export const qcow2CreateSummary: readonly string[] = [
+  'encryption', 'encrypt.format', 'encrypt.key-secret', 'encrypt.cipher-alg', 'encrypt.cipher-mode', 'encrypt.ivgen-alg',
+  'encrypt.ivgen-hash-alg', 'encrypt.hash-alg', 'encrypt.iter-time', 'cluster_size', 'extended_l2', 'preallocation',
+  'compression_type', 'size', 'backing_file', 'backing_fmt', 'compat', 'data_file', 'data_file_raw', 'lazy_refcounts',
+  'refcount_bits',
+];
+
+/** qemu's cap on the L1 table (32 MiB): larger virtual sizes need a larger cluster size. */
+const MAX_L1_BYTES = 32 << 20;
+const HEADER_V2_BYTES = 72;
+const HEADER_V3_BYTES = 112;
+const EXT_BACKING_FORMAT = 0xe2792aca;
+const EXT_DATA_FILE = 0x44415441;
+const EXT_FEATURE_TABLE = 0x6803f857;
+const FEATURE_NAMES: ReadonlyArray<[number, number, string]> = [
+  [0, 0, 'dirty bit'], [0, 1, 'corrupt bit'], [0, 2, 'external data file'], [0, 3, 'compression type'],
+  [0, 4, 'extended L2 entries'], [1, 0, 'lazy refcounts'], [2, 0, 'bitmaps'], [2, 1, 'raw external data'],
+];
+const TRUE = new Set(['on', 'yes', 'true', 'y']);
+
+export interface Qcow2CreateParams {
+  size: number;
+  version: 2 | 3;
+  clusterBits: number;
+  refcountOrder: number;
+  extendedL2: boolean;
+  lazyRefcounts: boolean;
+  zstd: boolean;
+  backingFile?: string;
+  backingFormat?: string;
+  dataFile?: string;
+  dataFileRaw: boolean;
+  prealloc: 'off' | 'metadata' | 'falloc' | 'full';
+}
+
+function fail(msg: string): never {
+  throw new VdiskError('invalid-argument', 'QCOW2_CREATE_OPTION', msg, { format: 'qcow2' });
+}
+
+const V3_HINT = 'compatibility level 1.1 and above (use version=v3 or greater)';
+
+/** Check option values and combinations with qemu-img's messages. */
+export function qcow2CreateParams(size: number, o: Readonly<Record<string, string>>): Qcow2CreateParams {
+  const compat = o['compat'] ?? '1.1';
+  const version = compat === '0.10' || compat === 'v2' ? 2 : compat === '1.1' || compat === 'v3' ? 3 : fail(`Parameter 'version' does not accept value '${compat}'`);
+  const ct = o['compression_type'] ?? 'zlib';
+  if (ct !== 'zlib' && ct !== 'zstd') fail(`Parameter 'compression-type' does not accept value '${ct}'`);
+  const pa = o['preallocation'] ?? 'off';
+  if (pa !== 'off' && pa !== 'metadata' && pa !== 'falloc' && pa !== 'full') fail(`Parameter 'preallocation' does not accept value '${pa}'`);
+  const cs = Number(o['cluster_size'] ?? 65536);
+  if (!(cs >= 512 && cs <= 2 << 20 && (cs & (cs - 1)) === 0)) fail('Cluster size must be a power of two between 512 and 2048k');
+  const rb = Number(o['refcount_bits'] ?? 16);
+  if (!(rb >= 1 && rb <= 64 && (rb & (rb - 1)) === 0)) fail('Refcount width must be a power of two and may not exceed 64 bits');
+  const p: Qcow2CreateParams = {
+    size: Math.ceil(size / 512) * 512, version, clusterBits: Math.log2(cs), refcountOrder: Math.log2(rb),
+    extendedL2: TRUE.has(o['extended_l2'] ?? 'off'), lazyRefcounts: TRUE.has(o['lazy_refcounts'] ?? 'off'),
+    zstd: ct === 'zstd', dataFileRaw: TRUE.has(o['data_file_raw'] ?? 'off'), prealloc: pa,
+  };
+  if (o['backing_file'] !== undefined) p.backingFile = o['backing_file'];
+  if (o['backing_fmt'] !== undefined) p.backingFormat = o['backing_fmt'];
+  if (o['data_file'] !== undefined) p.dataFile = o['data_file'];
+  if (version === 2 && p.lazyRefcounts) fail(`Lazy refcounts only supported with ${V3_HINT}`);
+  if (version === 2 && rb !== 16) fail(`Different refcount widths than 16 bits require ${V3_HINT}`);
+  if (p.extendedL2 && version === 2) fail(`Extended L2 entries are only supported with ${V3_HINT}`);
+  if (p.extendedL2 && cs < 16384) fail('Extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
+  if (p.dataFile !== undefined && version === 2) fail(`External data files are only supported with ${V3_HINT}`);
+  if (p.dataFileRaw && p.dataFile === undefined) fail('data-file-raw requires data-file');
+  if (p.zstd && version === 2) fail(`Non-zlib compression type is only supported with ${V3_HINT}`);
+  if (p.backingFile !== undefined && pa !== 'off' && !p.extendedL2) {
+    fail('Backing file and preallocation can only be used at the same time if extended_l2 is on');
+  }
+  if (o['encryption'] !== undefined && TRUE.has(o['encryption']) || o['encrypt.format'] !== undefined) {
+    throw new VdiskError('unsupported', 'QCOW2_CREATE_ENCRYPTED', 'vdisk cannot create encrypted qcow2 images yet', { format: 'qcow2' });
+  }
+  if (l1Entries(p) * 8 > MAX_L1_BYTES) fail("The image size is too large for file format 'qcow2' (try using a larger cluster size)");
+  return p;
+}
+
+function l1Entries(p: Qcow2CreateParams): number {
+  const clusterSize = 2 ** p.clusterBits;
+  const l2Entries = clusterSize / (p.extendedL2 ? 16 : 8);
+  return Math.ceil(p.size / (clusterSize * l2Entries));
+}
+
+function be32(b: Buffer, off: number, v: number): void {
+  b.writeUInt32BE(v >>> 0, off);
+}
+function be64(b: Buffer, off: number, v: number): void {
+  b.writeBigUInt64BE(BigInt(v), off);
+}
+
+/** Header extensions in qemu's order, each padded to 8 bytes, then the end marker. */
+function extensions(p: Qcow2CreateParams): Buffer {
+  const parts: Buffer[] = [];
+  const ext = (magic: number, data: Buffer): void => {
+    const padded = Buffer.alloc(8 + Math.ceil(data.length / 8) * 8);
+    be32(padded, 0, magic);
+    be32(padded, 4, data.length);
+    data.copy(padded, 8);
+    parts.push(padded);
+  };
+  if (p.backingFormat !== undefined && p.backingFile !== undefined) ext(EXT_BACKING_FORMAT, Buffer.from(p.backingFormat));
+  if (p.dataFile !== undefined) ext(EXT_DATA_FILE, Buffer.from(p.dataFile));
+  // qemu adds the feature name table only when it leaves room in the header cluster (not at 512 B)
+  const used = parts.reduce((n, x) => n + x.length, 0);
+  const tableBytes = 8 + FEATURE_NAMES.length * 48;
+  if (p.version === 3 && HEADER_V3_BYTES + used + tableBytes + 8 < 2 ** p.clusterBits) {
+    const t = Buffer.alloc(FEATURE_NAMES.length * 48);
+    FEATURE_NAMES.forEach(([type, bit, name], i) => {
+      t[i * 48] = type;
+      t[i * 48 + 1] = bit;
+      t.write(name, i * 48 + 2, 46, 'ascii');
+    });
+    ext(EXT_FEATURE_TABLE, t);
+  }
+  parts.push(Buffer.alloc(8));
+  return Buffer.concat(parts);
+}
+
+/** Cluster 0: the header with its extensions and the backing file name. */
+export function encodeHeader(p: Qcow2CreateParams, l1Offset: number, l1Size: number): Buffer {
+  const clusterSize = 2 ** p.clusterBits;
+  const hlen = p.version === 3 ? HEADER_V3_BYTES : HEADER_V2_BYTES;
+  const ext = extensions(p);
+  const name = p.backingFile !== undefined ? Buffer.from(p.backingFile) : Buffer.alloc(0);
+  if (hlen + ext.length + name.length > clusterSize) fail('Backing file name too long');
+  const b = Buffer.alloc(hlen + ext.length + name.length);
+  be32(b, 0, 0x514649fb);
+  be32(b, 4, p.version);
+  if (name.length) {
+    be64(b, 8, hlen + ext.length);
+    be32(b, 16, name.length);
+  }
+  be32(b, 20, p.clusterBits);
+  be64(b, 24, p.size);
+  be32(b, 36, l1Size);
+  be64(b, 40, l1Offset);
+  be64(b, 48, clusterSize);
+  be32(b, 56, 1);
+  if (p.version === 3) {
+    let incompat = 0;
+    if (p.dataFile !== undefined) incompat |= 1 << 2;
+    if (p.zstd) incompat |= 1 << 3;
+    if (p.extendedL2) incompat |= 1 << 4;
+    be64(b, 72, incompat);
+    be64(b, 80, p.lazyRefcounts ? 1 : 0);
+    be64(b, 88, p.dataFileRaw ? 2 : 0);
+    be32(b, 96, p.refcountOrder);
+    be32(b, 100, hlen);
+    b[104] = p.zstd ? 1 : 0;
+  }
+  ext.copy(b, hlen);
+  name.copy(b, hlen + ext.length);
+  return b;
+}
+
+/** A refcount block with refcount 1 for the first `n` clusters (sub-byte widths fill low bits first). */
+function refcountBlock(clusterSize: number, order: number, n: number): Buffer {
+  const b = Buffer.alloc(clusterSize);
+  const bits = 2 ** order;
+  for (let i = 0; i < n; i++) {
+    if (bits < 8) {
+      const perByte = 8 / bits;
+      b[Math.floor(i / perByte)]! |= 1 << ((i % perByte) * bits);
+    } else {
+      const bytes = bits / 8;
+      b[(i + 1) * bytes - 1] = 1;
+    }
+  }
+  return b;
+}
+
+async function writeEmpty(proto: Protocol, p: Qcow2CreateParams, withL1: boolean): Promise<void> {
+  const cs = 2 ** p.clusterBits;
+  const l1Size = withL1 ? l1Entries(p) : 0;
+  const l1Clusters = Math.ceil((l1Size * 8) / cs);
+  const used = 3 + l1Clusters;
+  await proto.truncate(0);
+  await proto.pwrite(encodeHeader(p, l1Size ? 3 * cs : 0, l1Size), 0);
+  const table = Buffer.alloc(cs);
+  be64(table, 0, 2 * cs);
+  await proto.pwrite(table, cs);
+  await proto.pwrite(refcountBlock(cs, p.refcountOrder, used), 2 * cs);
+  if (l1Size) await proto.pwrite(new Uint8Array(l1Size * 8), 3 * cs);
+}
+
+/** Clusters one refcount block can describe. */
+function refblockCoverage(p: Qcow2CreateParams): number {
+  return ((2 ** p.clusterBits) * 8) / 2 ** p.refcountOrder;
+}
+
+export type GrowHook = (filename: string, size: number, prealloc: Qcow2CreateParams['prealloc']) => Promise<void>;
+
+/**
+ * Create the image. `grow` opens the new image with the qcow2 layer and truncates it to the
+ * requested size with preallocation (used when the simple layout does not apply).
+ */
+export async function createQcow2(ctx: CreateContext, grow?: GrowHook): Promise<void> {
+  const p = qcow2CreateParams(ctx.size, ctx.options);
+  if (p.dataFile !== undefined) {
+    const df = await ctx.createFile(p.dataFile);
+    await df.close();
+  }
+  const simple = p.prealloc === 'off' && 3 + Math.ceil((l1Entries(p) * 8) / 2 ** p.clusterBits) <= refblockCoverage(p);
+  const proto = await ctx.createFile(ctx.filename);
+  try {
+    await writeEmpty(proto, p, simple);
+    await proto.flush();
+  } finally {
+    await proto.close();
+  }
+  if (!simple && p.size > 0) {
+    if (!grow) throw new VdiskError('unsupported', 'QCOW2_CREATE_GROW', 'qcow2 preallocation needs the qcow2 layer', { format: 'qcow2' });
+    // the empty image has size 0; the layer grows L1, refcounts and preallocates like a resize
+    const zero = { ...p, size: 0 };
+    const proto2 = await ctx.createFile(ctx.filename);
+    try {
+      await writeEmpty(proto2, zero, false);
+    } finally {
+      await proto2.close();
+    }
+    await grow(ctx.filename, p.size, p.prealloc);
+  }
+}
