@@ -180,6 +180,11 @@ export interface MeasureInput {
   options: CreateOptionValues;
   /** Bytes of guest data that would be allocated (from the source's block status); undefined with --size. */
   allocatedBytes?: number;
+  /**
+   * Bytes the source's persistent dirty bitmaps need, when the source can carry them (qemu prints
+   * "bitmaps size" then, 0 when it has none); undefined otherwise.
+   */
+  sourceBitmapBytes?: number;
   /** Allocation of the source per cluster-aligned run, when measuring from an image. */
   extents?: AsyncIterable<{ offset: number; length: number; data: boolean; zero: boolean }>;
 }

@@ -155,12 +155,13 @@ export class Image {
 
   /**
    * Status through the chain: the first layer (from the top) that defines the bytes decides; runs
-   * past a short backing file read as zeros and are not present.
+   * past a short backing file read as zeros and are not present. `askHost` also asks the file
+   * below whether stored data sits in a hole (qemu's want_zero; measure does without it).
    */
-  async chainStatus(offset: number, length: number, depth = 0): Promise<ChainStatus> {
+  async chainStatus(offset: number, length: number, depth = 0, askHost = true): Promise<ChainStatus> {
     const st = await this.layerStatus(offset, length);
     if (st.allocated) {
-      await this.refineWithHost(st);
+      if (askHost) await this.refineWithHost(st);
       const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
       if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;
       if (st.hostFile !== undefined) r.hostFile = st.hostFile;
@@ -178,7 +179,7 @@ export class Image {
       }
       return r;
     }
-    const r = await below.chainStatus(offset, Math.min(st.length, below.size - offset), depth + 1);
+    const r = await below.chainStatus(offset, Math.min(st.length, below.size - offset), depth + 1, askHost);
     return r;
   }
 

@@ -21,7 +21,7 @@ import type { Image } from '../block/image.js';
 /** Allocation runs of the source, one block-status window at a time. */
 async function* extentsOf(img: Image): AsyncGenerator<{ offset: number; length: number; data: boolean; zero: boolean }> {
   for (let off = 0; off < img.size;) {
-    const st = await img.chainStatus(off, Math.min(img.size - off, 1 << 30));
+    const st = await img.chainStatus(off, Math.min(img.size - off, 1 << 30), 0, false);
     yield { offset: off, length: st.length, data: st.data && !st.zero, zero: st.zero };
     off += st.length;
   }
@@ -33,6 +33,20 @@ async function measureWith(driver: FormatDriver, input: MeasureInput): Promise<M
     throw new VdiskError('unsupported', 'NO_MEASURE', `Format driver '${driver.name}' does not support size measurement`);
   }
   return driver.measure(input);
+}
+
+/**
+ * Persistent bitmaps of the source, for formats that carry them (qcow2). vdisk does not size
+ * non-empty bitmaps yet, so it answers only when there are none.
+ */
+async function sourceBitmapBytes(img: Image): Promise<number | undefined> {
+  if (img.format !== 'qcow2') return undefined;
+  const info = await img.info();
+  const b = info.formatSpecific?.data['bitmaps'];
+  if (Array.isArray(b) && b.length > 0) {
+    throw new VdiskError('unsupported', 'MEASURE_BITMAPS', 'vdisk cannot measure images with persistent bitmaps yet');
+  }
+  return 0;
 }
 
 function snapshotOptions(param: string): Record<string, string> {
@@ -121,6 +135,8 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
       const extra = snapshot !== undefined ? { options: snapshotOptions(snapshot) } : {};
       img = await openForCommand(filename, args, { readOnly: true, ...extra });
       input = { size: img.size, options: values, extents: extentsOf(img) };
+      const bitmaps = await sourceBitmapBytes(img);
+      if (bitmaps !== undefined) input.sourceBitmapBytes = bitmaps;
     } else {
       input = { size: Number(size), options: values };
     }

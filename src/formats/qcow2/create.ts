@@ -100,7 +100,7 @@ export function qcow2CreateParams(size: number, o: Readonly<Record<string, strin
   if (o['backing_fmt'] !== undefined) p.backingFormat = o['backing_fmt'];
   if (o['data_file'] !== undefined) p.dataFile = o['data_file'];
   if (version === 2 && p.lazyRefcounts) fail(`Lazy refcounts only supported with ${V3_HINT}`);
-  if (version === 2 && rb !== 16) fail(`Different refcount widths than 16 bits require ${V3_HINT}`);
+  if (version === 2 && rb !== 16) fail('Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)');
   if (p.extendedL2 && version === 2) fail(`Extended L2 entries are only supported with ${V3_HINT}`);
   if (p.extendedL2 && cs < 16384) fail('Extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
   if (p.dataFile !== undefined && version === 2) fail(`External data files are only supported with ${V3_HINT}`);
@@ -112,7 +112,9 @@ export function qcow2CreateParams(size: number, o: Readonly<Record<string, strin
   if (o['encryption'] !== undefined && TRUE.has(o['encryption']) || o['encrypt.format'] !== undefined) {
     throw new VdiskError('unsupported', 'QCOW2_CREATE_ENCRYPTED', 'vdisk cannot create encrypted qcow2 images yet', { format: 'qcow2' });
   }
-  if (l1Entries(p) * 8 > MAX_L1_BYTES) fail("The image size is too large for file format 'qcow2' (try using a larger cluster size)");
+  if (l1Entries(p) * 8 > MAX_L1_BYTES) {
+    throw new VdiskError('invalid-argument', 'QCOW2_TOO_LARGE', "The image size is too large for file format 'qcow2' (try using a larger cluster size)", { format: 'qcow2' });
+  }
   return p;
 }
 

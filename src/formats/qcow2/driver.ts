@@ -26,6 +26,7 @@ import { VdiskError } from '../../block/errors.js';
 import type { CreateContext, FormatDriver, FormatLayer, OpenContext } from '../../block/driver.js';
 import { dirname, isAbsolute, join } from 'node:path';
 import { FileProtocol } from '../../protocols/file.js';
+import { measureQcow2 } from './measure.js';
 import { createQcow2, qcow2CreateOptions, qcow2CreateSummary, type Qcow2CreateParams } from './create.js';
 import type { Protocol } from '../../protocols/types.js';
 import { CRYPT_AES, CRYPT_LUKS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, toSafe } from './header.js';
@@ -125,4 +126,5 @@ export const qcow2Driver: FormatDriver = {
   createSummary: qcow2CreateSummary,
   create: (ctx) => createQcow2(ctx, (f, size, pa) => growNew(ctx, f, size, pa)),
   supportsCompression: true,
+  measure: measureQcow2,
 };
