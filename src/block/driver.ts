@@ -123,6 +123,8 @@ export interface FormatLayer {
   writeCompressed?(buf: Uint8Array, offset: number): Promise<void>;
   /** Internal snapshot operations; listing comes from info().snapshots. */
   readonly snapshots?: SnapshotOps;
+  /** Unallocate everything so the backing chain shows through (commit empties the top this way). */
+  makeEmpty?(): Promise<void>;
   /** Change format options of an existing image (qemu-img amend); values already checked against amendOptions. */
   amend?(values: Readonly<Record<string, string>>, force: boolean): Promise<void>;
 }

@@ -130,6 +130,14 @@ export class Image {
     await this.layer.discard(offset, length);
   }
 
+  /** Unallocate the whole image (the backing chain shows through); false if the format cannot. */
+  async makeEmpty(): Promise<boolean> {
+    this.checkRequest(0, 0, 'make-empty', true);
+    if (!this.layer.makeEmpty) return false;
+    await this.layer.makeEmpty();
+    return true;
+  }
+
   async flush(): Promise<void> {
     if (this.readOnly || this.closed) return;
     await this.layer.flush?.();

@@ -407,11 +407,20 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   }
 
   discard(offset: number, length: number): Promise<void> {
+    return this.clearClusters(offset, length, false);
+  }
+
+  /** Unallocate every cluster, so the backing file shows through again (qemu-img commit empties the top). */
+  makeEmpty(): Promise<void> {
+    return this.clearClusters(0, this.size, true);
+  }
+
+  private clearClusters(offset: number, length: number, unallocate: boolean): Promise<void> {
     return this.serial(async () => {
       const meta = await this.writer();
       const g = this.p.map.geo;
       const h = this.p.loaded.header;
-      const backing = this.p.backingReader.present;
+      const backing = this.p.backingReader.present && !unallocate;
       // v2 cannot mark a cluster zero, so with a backing file a discard would expose its data
       if (this.p.data !== this.p.proto || (h.version < 3 && backing)) return;
       const first = Math.ceil(offset / g.clusterSize);
