@@ -127,6 +127,11 @@ export interface FormatLayer {
   makeEmpty?(): Promise<void>;
   /** Change format options of an existing image (qemu-img amend); values already checked against amendOptions. */
   amend?(values: Readonly<Record<string, string>>, force: boolean): Promise<void>;
+  /**
+   * Record another backing file name (stored as given) and format in the image, or none (null
+   * or ''); only the header changes (qemu-img rebase -u, and the last step of a safe rebase).
+   */
+  changeBacking?(filename: string | null, format: string | null): Promise<void>;
 }
 
 /** Named secrets from `--object secret,...`, looked up by id. */

@@ -15,6 +15,7 @@ import { snapshotInfo } from './snapshot.js';
 import { bitmapInfo } from './bitmap.js';
 import type { Loaded } from './load.js';
 import type { LuksVolume } from './luks.js';
+import { changeBacking } from './backing-change.js';
 
 export interface Qcow2Parts {
   path: string;
@@ -176,5 +177,9 @@ export class Qcow2Reader {
     if (l.bitmaps.length > 0) d['bitmaps'] = l.bitmaps.map(bitmapInfo);
     d['compression-type'] = h.compressionType === 0 ? 'zlib' : 'zstd';
     return d;
+  }
+
+  changeBacking(filename: string | null, format: string | null): Promise<void> {
+    return changeBacking(this.p, filename, format);
   }
 }
