@@ -19,7 +19,7 @@ const cases: string[][] = [
   ['if=sp.raw', 'of=o.raw'], ['if=sp.raw', 'of=o.raw', 'bs=1M', 'count=2'], ['if=sp.raw', 'of=o.raw', 'bs=1M', 'skip=4', 'count=3'],
   ['if=sp.raw', 'of=o.raw', 'bs=1M', 'skip=4'], ['-f', 'raw', 'if=sp.raw', 'of=o.raw', 'bs=64k', 'skip=7', 'count=100'],
   ['if=sp.raw'], ['of=o.raw'], ['if=sp.raw', 'of=o.raw', 'bs=0'], ['if=sp.raw', 'of=o.raw', 'bs=foo'],
-  ['if=sp.raw', 'of=o.raw', 'count=foo'], ['if=sp.raw', 'of=o.raw', 'foo=bar'], ['if=sp.raw', 'of=o.raw', 'bs=3'],
+  ['if=sp.raw', 'of=o.raw', 'count=foo'], ['if=sp.raw', 'of=o.raw', 'foo=bar'], ['if=sp.raw', 'of=o.raw', 'bs=3', 'count=5000'],
   ['if=nonexist', 'of=o.raw'], ['if=sp.raw', 'of=o.raw', 'skip=100000000'], ['if=sp.raw', 'of=o.raw', 'bs=512', 'count=1', 'skip=1'],
   ['-f', 'raw', 'if=sp.raw', 'of=o.raw', 'bs=1k', 'count=1', 'count=2'], ['if=sp.raw', 'of=o.raw', 'count=-1'],
   ['-O', 'foo', 'if=sp.raw', 'of=o.raw'],
