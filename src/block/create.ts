@@ -38,6 +38,11 @@ export async function loadFormatDriver(format: string): Promise<FormatDriver> {
 }
 
 export function noCreate(format: string): VdiskError {
+  const entry = findFormat(format);
+  if (entry && !entry.readable && !QEMU_READ_ONLY_FORMATS.has(format)) {
+    // qemu can create these; vdisk cannot yet, and says so rather than blaming the format
+    return new VdiskError('unsupported', 'FORMAT_UNSUPPORTED', `vdisk does not support the '${format}' format yet`, { format });
+  }
   return new VdiskError('unsupported', 'CREATE_UNSUPPORTED', `Format driver '${format}' does not support image creation`, { format });
 }
 

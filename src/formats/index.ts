@@ -5,6 +5,22 @@
  */
 import type { FormatDriver } from '../block/driver.js';
 import { probeQcow2 } from './qcow2/probe.js';
+import { probeVmdk } from './vmdk/probe.js';
+import { probeVhdx } from './vhdx/probe.js';
+import { probeVpc } from './vpc/probe.js';
+import { probeVdi } from './vdi/probe.js';
+import { probeQed } from './qed/probe.js';
+import { probeQcow } from './qcow/probe.js';
+import { probeLuks } from './luks/probe.js';
+import { probeParallels } from './parallels/probe.js';
+import { probeDmg } from './dmg/probe.js';
+import { probeCloop } from './cloop/probe.js';
+import { probeBochs } from './bochs/probe.js';
+
+/** A format that is detected but not readable yet. */
+function detectedOnly(name: string, probe: (head: Uint8Array, filename: string) => number): FormatEntry {
+  return { name, probe, load: async () => (await import('./unsupported.js')).unsupportedDriver(name), readable: false, creatable: false };
+}
 
 export interface FormatEntry {
   readonly name: string;
@@ -19,6 +35,17 @@ export interface FormatEntry {
 
 export const FORMATS: readonly FormatEntry[] = [
   { name: 'qcow2', probe: probeQcow2, load: async () => (await import('./qcow2/driver.js')).qcow2Driver, readable: true, creatable: true },
+  detectedOnly('vmdk', probeVmdk),
+  detectedOnly('vhdx', probeVhdx),
+  detectedOnly('vpc', probeVpc),
+  detectedOnly('vdi', probeVdi),
+  detectedOnly('qed', probeQed),
+  detectedOnly('qcow', probeQcow),
+  detectedOnly('luks', probeLuks),
+  detectedOnly('parallels', probeParallels),
+  detectedOnly('bochs', probeBochs),
+  detectedOnly('cloop', probeCloop),
+  detectedOnly('dmg', probeDmg),
   { name: 'raw', probe: () => 1, load: async () => (await import('./raw/driver.js')).rawDriver, readable: true, creatable: true },
 ];
 
