@@ -12,6 +12,9 @@ import { VdiskError } from '../block/errors.js';
 import type { FormatDriver } from '../block/driver.js';
 import type { Image } from '../block/image.js';
 
+/** Formats whose options qemu-img amend can change. */
+const QEMU_AMENDABLE = new Set(['qcow2', 'luks']);
+
 /** Check the -o list against the format's amend options, with qemu's wording for create-only ones. */
 function amendValues(driver: FormatDriver, list: string): Record<string, string> {
   const allowed = new Set((driver.amendOptions ?? []).map((s) => s.name));
@@ -84,6 +87,10 @@ export default async function amendCommand(argv: string[], cli: Cli): Promise<nu
   try {
     const driver = await loadFormatDriver(img.format);
     if (!driver.amendOptions || !img.layer.amend) {
+      // qemu can amend these; vdisk says it is vdisk that cannot, not the format
+      if (QEMU_AMENDABLE.has(img.format)) {
+        throw new VdiskError('unsupported', 'AMEND_NOT_YET', `vdisk cannot amend '${img.format}' images yet`);
+      }
       throw new VdiskError('unsupported', 'NO_AMEND', `Format driver '${img.format}' does not support option amendment`);
     }
     if (wantsHelp(options)) {
