@@ -133,7 +133,8 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
  * image that names them; protocol-style names (json:, nbd:) are not supported as backing files.
  */
 export function resolveBackingName(overlayFilename: string, backing: string): string {
-  if (isAbsolute(backing)) return backing;
+  // protocol names (nbd://host/x, json:{...}) are not paths: keep them as written
+  if (isAbsolute(backing) || /^[a-z][a-z0-9+.-]*:/i.test(backing)) return backing;
   return join(dirname(overlayFilename), backing);
 }
 

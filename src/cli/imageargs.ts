@@ -52,6 +52,9 @@ export async function openForCommand(
 export function wrapOpen(name: string, e: unknown): VdiskError {
   // qemu loads -l snapshots after opening, so their errors carry no "Could not open" prefix
   if (e instanceof VdiskError && e.code === 'SNAPSHOT_LOAD') return e;
+  if (e instanceof VdiskError && e.code === 'QCOW2_NO_SNAPSHOT') {
+    return new VdiskError(e.kind, 'SNAPSHOT_LOAD', `Failed to load snapshot: ${e.message}`, e.context, e);
+  }
   if (e instanceof VdiskError) {
     return new VdiskError(e.kind, e.code, `Could not open '${name}': ${e.message}`, { ...e.context, path: e.context.path ?? name }, e);
   }

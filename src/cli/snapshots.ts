@@ -20,7 +20,7 @@ export const SNAPSHOT_TABLE_HEADER = 'ID        TAG               VM SIZE       
 
 export function formatSnapshotRow(s: SnapshotInfo): string {
   const icount = s.icount === undefined ? '' : String(s.icount);
-  return `${s.id.padEnd(9)} ${s.name.padEnd(16)} ${humanSize(s.vmStateSize).padStart(7)}${localDate(s.dateSec).padStart(20)}${vmClock(s.vmClockNsec).padStart(13)}${icount.padStart(11)}\n`;
+  return `${s.id.padEnd(9)} ${s.name.padEnd(16)} ${humanSize(s.vmStateSize).padStart(8)}${localDate(s.dateSec).padStart(20)}${vmClock(s.vmClockNsec).padStart(13)}${icount.padStart(11)}\n`;
 }
 
 export function formatSnapshotTable(list: readonly SnapshotInfo[]): string {

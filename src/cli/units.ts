@@ -52,6 +52,12 @@ export function formatG3(v: number): string {
   if (exp >= 3 || exp < -4) {
     return v.toExponential(2).replace(/\.?0+e/, 'e').replace(/e\+?(-?)(\d)$/, 'e$10$2').replace('e', 'e+').replace('e+-', 'e-');
   }
-  const s = v.toPrecision(3);
+  // printf rounds the exact binary value half to even: 4.625 prints as 4.62, not 4.63
+  const decimals = Math.max(0, 2 - exp);
+  const scale = 10 ** decimals;
+  const x = v * scale;
+  const floor = Math.floor(x);
+  const r = x - floor === 0.5 ? (floor % 2 === 0 ? floor : floor + 1) : Math.round(x);
+  const s = (r / scale).toFixed(decimals);
   return s.includes('.') ? s.replace(/\.?0+$/, '') : s;
 }
