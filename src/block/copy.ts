@@ -68,8 +68,45 @@ function dataPrefix(buf: Uint8Array, unit: number): number {
   return n;
 }
 
+/** True when [off, end) of the source reads as zeros, by block status alone. */
+async function allZero(img: Image, off: number, end: number, topOnly: boolean): Promise<boolean> {
+  for (let p = off; p < end;) {
+    if (topOnly) {
+      const st = await img.layerStatus(p, end - p);
+      if (st.allocated && !(st.zero && !st.data)) return false;
+      p += st.length;
+    } else {
+      const st = await img.chainStatus(p, end - p);
+      if (!st.zero) return false;
+      p += st.length;
+    }
+  }
+  return true;
+}
+
+/**
+ * Compressed targets take whole clusters only, so the walk goes in cluster-aligned windows
+ * (COPY_CHUNK_BYTES is a multiple of every qcow2 cluster size) instead of following block status.
+ */
+async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): AsyncGenerator<Job> {
+  let seq = 0;
+  for (const seg of segments) {
+    const img = seg.image;
+    for (let off = 0; off < img.size; off += COPY_CHUNK_BYTES) {
+      const n = Math.min(COPY_CHUNK_BYTES, img.size - off);
+      const zero = await allZero(img, off, off + n, o.topOnly ?? false);
+      const kind: Job['kind'] = zero ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
+      yield { seq: seq++, src: img, srcOffset: off, dstOffset: seg.targetOffset + off, length: n, kind };
+    }
+  }
+}
+
 /** Walks the sources and yields jobs, each no longer than COPY_CHUNK_BYTES for data. */
 async function* plan(segments: readonly CopySegment[], o: CopyOptions): AsyncGenerator<Job> {
+  if (o.compressed) {
+    yield* planAligned(segments, o);
+    return;
+  }
   let seq = 0;
   for (const seg of segments) {
     const img = seg.image;
