@@ -97,6 +97,11 @@ export interface CheckResult {
   compressedClusters: number;
   /** Human-readable findings, printed to stderr as qemu-img does ("Leaked cluster 5 refcount=1 reference=0"). */
   messages: string[];
+  /**
+   * The check could not complete: `messages` are what it found until then, and qemu-img prints no
+   * report but "Check failed: <message>" (exit 1).
+   */
+  failure?: Error;
 }
 
 export interface FormatLayer {

@@ -113,6 +113,7 @@ export default async function checkCommand(argv: string[], cli: Cli): Promise<nu
       return EXIT_NO_CHECKS;
     }
     for (const m of res.messages) cli.errRaw(m.endsWith('\n') ? m : `${m}\n`);
+    if (res.failure) return cli.fail(res.failure, 'Check failed: ');
     if (res.corruptionsFixed || res.leaksFixed) {
       const fixed = { corruptionsFixed: res.corruptionsFixed, leaksFixed: res.leaksFixed };
       if (fmt === 'human' && !quiet) {
@@ -121,6 +122,9 @@ export default async function checkCommand(argv: string[], cli: Cli): Promise<nu
           'Double checking the fixed image now...\n');
       }
       const again = await img.check('none');
+      // the second run reports what it finds, as qemu-img's does
+      for (const m of again?.messages ?? []) cli.errRaw(m.endsWith('\n') ? m : `${m}\n`);
+      if (again?.failure) return cli.fail(again.failure, 'Check failed: ');
       if (again) res = { ...again, ...fixed, messages: [] };
     }
     if (fmt === 'json') cli.out(qjsonPretty(checkJson(res, img.filename, img.format)) + '\n');

@@ -1,269 +1,180 @@
 /**
- * Consistency check (qemu-img check): count every reference the metadata makes to host clusters
- * (header, L1/L2 tables and data of the active state and every snapshot, snapshot table, refcount
- * table and blocks, encryption header, bitmaps), compare with the stored refcounts, and report
- * differences with qemu's wording: stored < counted is corruption, stored > counted is a leak.
- * Repair (-r) sets stored refcounts to the counted ones where a refcount block exists.
+ * Consistency check and repair of a qcow2 image (qemu-img check), in qemu's phases and words:
+ *
+ * 1. the snapshot table (v3 entries too short to hold the guest size);
+ * 2. count every reference the metadata makes to host clusters (./check-count.ts) into an
+ *    in-memory refcount table (./check-imrt.ts) and compare with the stored refcounts
+ *    (./check-repair.ts): stored > counted is a leak, stored < counted is corruption;
+ * 3. repair when asked (-r leaks: leaks; -r all: also corruption): fix refcounts in place, or
+ *    rebuild the refcount structures from the counts when a used cluster has no stored refcount
+ *    or a refcount block is itself damaged; then the copied flags of the active tables;
+ * 4. after a repair that left no corruption, clear the dirty and corrupt bits.
+ *
+ * Messages are collected in the result in the order qemu prints them; a check that cannot go on
+ * reports why in `failure` (qemu-img's "Check failed: <reason>").
  */
 import type { CheckResult, RepairMode } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
 import type { Qcow2Parts } from './layer.js';
-import { Refcounts } from './refcount.js';
-import { compressedDescriptor, L2E_COMPRESSED_HI, L2E_COPIED_HI } from './l1l2.js';
-import { readBitmapDirectory } from './bitmap.js';
-import { diskTableBytes, type Snapshot } from './snapshot.js';
+import type { Refcounts } from './refcount.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
+import { CheckAbort, CheckCtx, emptyResult, NO_FIX, writeIncompat, type Fix } from './check-context.js';
+import { Imrt } from './check-imrt.js';
+import { StoredRefs } from './check-stored.js';
+import { calculateRefcounts } from './check-count.js';
+import { checkCopied, compareRefcounts, rebuildRefcounts } from './check-repair.js';
 
-/** Clusters of host file the check counts in memory (4 bytes each): 256 MiB of counters at most. */
-export const MAX_CHECK_CLUSTERS = 1 << 26;
+export { MAX_CHECK_CLUSTERS } from './check-imrt.js';
+export { MAX_CHECK_MESSAGES, MAX_CHECK_TABLE_ENTRIES } from './check-context.js';
 
-const hex = (n: number): string => n.toString(16);
-const hex64 = (hi: number, lo: number): string => ((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)).toString(16);
+const INT_MAX = 0x7fffffff;
 
-interface Counter {
-  counts: Uint32Array;
-  res: CheckResult;
-  fileLen: number;
+type Counters = Pick<CheckResult, 'corruptions' | 'leaks' | 'checkErrors' | 'corruptionsFixed' | 'leaksFixed'>;
+
+function counters(r: CheckResult): Counters {
+  return { corruptions: r.corruptions, leaks: r.leaks, checkErrors: r.checkErrors, corruptionsFixed: r.corruptionsFixed, leaksFixed: r.leaksFixed };
 }
 
+function addCounters(to: CheckResult, from: Counters): void {
+  to.corruptions += from.corruptions;
+  to.leaks += from.leaks;
+  to.checkErrors += from.checkErrors;
+  to.corruptionsFixed += from.corruptionsFixed;
+  to.leaksFixed += from.leaksFixed;
+}
+
+/**
+ * Check the image, repairing as `repair` allows when it is writable. `rc` is the writer's live
+ * refcount state, if any: blocks the check rewrites are dropped from its cache.
+ */
 export async function checkQcow2(p: Qcow2Parts, repair: RepairMode, rc: Refcounts | undefined): Promise<CheckResult> {
-  const g = p.map.geo;
-  const cs = g.clusterSize;
+  const fix: Fix = p.readOnly ? NO_FIX : { leaks: repair !== 'none', errors: repair === 'all' };
+  const out: string[] = [];
+  const result = emptyResult();
+  const snap = emptyResult();
+  const refs = emptyResult();
+  let ctx: CheckCtx | undefined;
+  try {
+    checkSnapshotTable(p, snap, fix, out);
+    ctx = await newContext(p, refs, out);
+    await checkRefcounts(ctx, fix);
+    addCounters(result, counters(refs));
+    result.imageEndOffset = refs.imageEndOffset;
+    result.totalClusters = refs.totalClusters;
+    result.allocatedClusters = refs.allocatedClusters;
+    result.fragmentedClusters = refs.fragmentedClusters;
+    result.compressedClusters = refs.compressedClusters;
+    // vdisk does not rewrite the snapshot table: its findings stay reported, not fixed
+    addCounters(result, counters(snap));
+    if ((fix.leaks || fix.errors) && result.checkErrors === 0 && result.corruptions === 0) await markCleanAndConsistent(p);
+  } catch (e) {
+    const reason = e instanceof CheckAbort ? e.errnoText : undefined;
+    if (reason === undefined && !(e instanceof VdiskError)) throw e;
+    ctx?.finishMessages();
+    result.messages = out;
+    // whoever reads only the counters must not take a check that stopped for a clean one
+    result.checkErrors = Math.max(1, result.checkErrors + snap.checkErrors + refs.checkErrors);
+    result.failure = reason !== undefined
+      ? new VdiskError('corrupt', 'QCOW2_CHECK_FAILED', reason, { path: p.path, format: 'qcow2', op: 'check' })
+      : e as VdiskError;
+    return result;
+  } finally {
+    if (rc && ctx) syncWriter(p, rc, ctx);
+  }
+  ctx.finishMessages();
+  result.messages = out;
+  return result;
+}
+
+async function newContext(p: Qcow2Parts, res: CheckResult, out: string[]): Promise<CheckCtx> {
   const h = p.loaded.header;
-  const fileLen = await p.proto.size();
-  const nb = Math.ceil(fileLen / cs);
-  if (nb > MAX_CHECK_CLUSTERS) {
-    throw new VdiskError('limit', 'QCOW2_CHECK_TOO_BIG', `Image file has ${nb} clusters; vdisk checks at most ${MAX_CHECK_CLUSTERS}`, { path: p.path, format: 'qcow2' });
+  const cs = p.map.geo.clusterSize;
+  const size = await p.proto.size();
+  const nb = Math.ceil(size / cs);
+  if (nb > INT_MAX) {
+    res.checkErrors++;
+    throw new CheckAbort('File too large');
   }
-  const res: CheckResult = {
-    corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, imageEndOffset: 0,
-    totalClusters: Math.ceil(p.loaded.size / cs), allocatedClusters: 0, fragmentedClusters: 0, compressedClusters: 0, messages: [],
-  };
-  const c: Counter = { counts: new Uint32Array(nb), res, fileLen };
-  const refs = rc ?? await Refcounts.load(p.proto, h.clusterBits, h.refcountOrder, p.loaded.refcountTableOffset, h.refcountTableClusters, p.path);
-
-  const complete = completeSnapshots(p, c);
-  inc(c, cs, 0, cs);
-  await countL1(p, c, p.loaded.l1Offset, p.map.l1, true);
-  for (const s of complete) {
-    const l1 = new Uint8Array(Math.min(s.l1Size, (32 << 20) / 8) * 8);
-    await p.proto.pread(l1, Number(s.l1TableOffset));
-    await countL1(p, c, Number(s.l1TableOffset), l1, false);
-  }
-  if (h.nbSnapshots > 0) inc(c, cs, Number(h.snapshotsOffset), snapshotTableBytes(p));
-  inc(c, cs, Number(h.refcountTableOffset), h.refcountTableClusters * cs);
-  if (p.loaded.ext.crypto) inc(c, cs, Number(p.loaded.ext.crypto.offset), Number(p.loaded.ext.crypto.length));
-  await countBitmaps(p, c);
-  for (let ti = 0; ti < refs.tableEntries; ti++) {
-    const off = refs.blockOffset(ti);
-    if (off === 0) continue;
-    const cl = off / cs;
-    if (cl >= nb) {
-      res.messages.push(`ERROR refcount block ${ti} is outside image`);
-      res.corruptions++;
-      continue;
-    }
-    inc(c, cs, off, cs);
-    if (c.counts[cl] !== 1) {
-      res.messages.push(`ERROR refcount block ${ti} refcount=${c.counts[cl]}`);
-      res.corruptions++;
-    }
-  }
-  const highest = await compare(c, refs, cs, repair, p.readOnly);
-  await checkCopied(p, c, refs);
-  res.imageEndOffset = (highest + 1) * cs;
-  return res;
+  const imrt = new Imrt(h.refcountOrder, nb, p.path);
+  let ctx: CheckCtx | undefined;
+  const stored = await StoredRefs.load(p.proto, h.clusterBits, h.refcountOrder, Number(h.refcountTableOffset), h.refcountTableClusters,
+    (m) => ctx!.signalCorruption(m));
+  ctx = new CheckCtx(p, res, imrt, stored, out);
+  return ctx;
 }
 
-function entryBytes(s: Snapshot): number {
-  return Math.ceil((40 + s.extra.length + new TextEncoder().encode(s.id).length + new TextEncoder().encode(s.name).length) / 8) * 8;
-}
-
-function snapshotTableBytes(p: Qcow2Parts): number {
-  return diskTableBytes(p.loaded.snapshots);
-}
-
-/** Snapshot entries that lie (partly) past the end of the file are corrupt and not followed. */
-function completeSnapshots(p: Qcow2Parts, c: Counter): Snapshot[] {
-  const out: Snapshot[] = [];
-  let off = Number(p.loaded.header.snapshotsOffset);
+/** qemu's check of the snapshot table: v3 entries must hold at least the VM state size and the disk size. */
+function checkSnapshotTable(p: Qcow2Parts, res: CheckResult, fix: Fix, out: string[]): void {
+  if (p.loaded.header.version < 3) return;
   p.loaded.snapshots.forEach((s, i) => {
-    off += entryBytes(s);
-    if (off > c.fileLen) {
-      c.res.messages.push(`ERROR snapshot table entry ${i} is incomplete`);
-      c.res.corruptions++;
-    } else {
-      out.push(s);
+    if (s.extra.length < 16) {
+      res.corruptions++;
+      out.push(`${fix.errors ? 'Repairing' : 'ERROR'} snapshot table entry ${i} is incomplete`);
     }
   });
-  return out;
 }
 
-function inc(c: Counter, cs: number, offset: number, size: number): void {
-  if (size <= 0) return;
-  if (offset + size - c.fileLen >= cs) {
-    c.res.messages.push(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(offset)} size 0x${hex(size)}`);
-    c.res.corruptions++;
-    return;
-  }
-  for (let k = Math.floor(offset / cs); k * cs < offset + size; k++) {
-    if (k >= c.counts.length) {
-      const grown = new Uint32Array(k + 1);
-      grown.set(c.counts);
-      c.counts = grown;
-    }
-    c.counts[k]!++;
-  }
-}
-
-async function countL1(p: Qcow2Parts, c: Counter, l1Offset: number, l1: Uint8Array, active: boolean): Promise<void> {
-  const cs = p.map.geo.clusterSize;
-  inc(c, cs, l1Offset, l1.length);
-  const dv = new DataView(l1.buffer, l1.byteOffset, l1.byteLength);
-  for (let i = 0; i < l1.length / 8; i++) {
-    const hi = dv.getUint32(i * 8);
-    const lo = dv.getUint32(i * 8 + 4);
-    const off = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
-    if (off === 0) continue;
-    if (hi & 0x7f000000 || lo & 0x1ff) {
-      c.res.messages.push(`ERROR found L1 entry with reserved bits set: ${hex64(hi, lo)}`);
-      c.res.corruptions++;
-    }
-    inc(c, cs, off, cs);
-    if (off % cs) {
-      c.res.messages.push(`ERROR l2_offset=${hex(off)}: Table is not cluster aligned; L1 entry corrupted`);
-      c.res.corruptions++;
-    }
-    // qemu reads the table where the entry points even when unaligned; past the end it reads zeros
-    if (off < c.fileLen) await countL2(p, c, off, active);
-  }
-}
-
-async function countL2(p: Qcow2Parts, c: Counter, l2off: number, active: boolean): Promise<void> {
-  let nextContiguous = 0;
-  const g = p.map.geo;
-  const table = await p.map.l2Cache.get(l2off);
-  const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
-  const external = p.data !== p.proto;
-  for (let i = 0; i < 2 ** g.l2Bits; i++) {
-    const hi = dv.getUint32(i * g.entryBytes);
-    const lo = dv.getUint32(i * g.entryBytes + 4);
-    if (hi & L2E_COMPRESSED_HI) {
-      if (hi & L2E_COPIED_HI) {
-        const d = compressedDescriptor(hi, lo, g.clusterBits);
-        c.res.messages.push(`ERROR: coffset=0x${hex(d.hostOffset)}: copied flag must never be set for compressed clusters`);
-        c.res.corruptions++;
-      }
-      const d = compressedDescriptor(hi, lo, g.clusterBits);
-      if (d.exact > BigInt(Number.MAX_SAFE_INTEGER)) {
-        c.res.messages.push(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${d.exact.toString(16)} size 0x${hex(d.size)}`);
-        c.res.corruptions++;
-      } else {
-        inc(c, g.clusterSize, d.hostOffset, d.size);
-      }
-      if (active) {
-        c.res.allocatedClusters++;
-        c.res.compressedClusters++;
-        c.res.fragmentedClusters++;
-      }
-      continue;
-    }
-    if (hi & 0x3f000000 || lo & (g.extL2 ? 0x1ff : 0x1fe)) {
-      c.res.messages.push(`ERROR found l2 entry with reserved bits set: ${hex64(hi, lo)}`);
-      c.res.corruptions++;
-    }
-    const off = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
-    const hasHost = off !== 0 || (external && (hi & L2E_COPIED_HI) !== 0);
-    if (!hasHost) continue;
-    if (off % g.clusterSize) {
-      c.res.messages.push(`ERROR offset=${hex(off)}: Cluster is not properly aligned; L2 entry corrupted.`);
-      c.res.corruptions++;
-      continue;
-    }
-    if (active) {
-      c.res.allocatedClusters++;
-      if (nextContiguous !== 0 && off !== nextContiguous) c.res.fragmentedClusters++;
-      nextContiguous = off + g.clusterSize;
-    }
-    if (!external) inc(c, g.clusterSize, off, g.clusterSize);
-  }
-}
-
-async function countBitmaps(p: Qcow2Parts, c: Counter): Promise<void> {
-  const b = p.loaded.ext.bitmaps;
-  if (!b || p.loaded.bitmaps.length === 0) return;
-  const cs = p.map.geo.clusterSize;
-  inc(c, cs, Number(b.directoryOffset), Number(b.directorySize));
-  for (const bm of await readBitmapDirectory(p.proto, b, p.path)) {
-    const tableBytes = bm.tableSize * 8;
-    inc(c, cs, Number(bm.tableOffset), tableBytes);
-    const t = new Uint8Array(tableBytes);
-    await p.proto.pread(t, Number(bm.tableOffset));
-    const dv = new DataView(t.buffer);
-    for (let i = 0; i < bm.tableSize; i++) {
-      const off = (dv.getUint32(i * 8) & 0x00ffffff) * 0x100000000 + ((dv.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
-      if (off) inc(c, cs, off, cs);
-    }
-  }
-}
-
-/** Compare stored and counted refcounts; returns the highest cluster either calls used. */
-async function compare(c: Counter, refs: Refcounts, cs: number, repair: RepairMode, readOnly: boolean): Promise<number> {
+/** qemu's qcow2_check_refcounts: count, compare, repair or rebuild, then the copied flags. */
+async function checkRefcounts(c: CheckCtx, fix: Fix): Promise<void> {
   const res = c.res;
-  const n = Math.max(c.counts.length, Math.ceil(c.fileLen / cs));
-  let highest = -1;
-  const fixes: Array<[number, number, number]> = [];
-  for (let i = 0; i < n; i++) {
-    const stored = await refs.get(i);
-    const counted = c.counts[i] ?? 0;
-    if (stored > 0 || counted > 0) highest = i;
-    if (stored === counted) continue;
-    const leak = stored > counted;
-    res.messages.push(`${leak ? 'Leaked' : 'ERROR'} cluster ${i} refcount=${stored} reference=${counted}`);
-    const fix = !readOnly && (repair === 'all' || (repair === 'leaks' && leak)) && refs.blockOffset(Math.floor(i / 2 ** refs.blockBits)) !== 0;
-    if (fix) fixes.push([i, stored, counted]);
-    else if (leak) res.leaks++;
-    else res.corruptions++;
+  res.totalClusters = Math.ceil(c.p.loaded.size / c.cs);
+  let rebuild = await calculateRefcounts(c, fix);
+  const pre = counters(res);
+  let cmp = await compareRefcounts(c, NO_FIX);
+  rebuild ||= cmp.rebuild;
+  if (rebuild && fix.errors) {
+    const old = counters(res);
+    c.msg('Rebuilding refcount structure');
+    await rebuildRefcounts(c);
+    res.corruptions = 0;
+    res.leaks = 0;
+    c.imrt.clear();
+    await calculateRefcounts(c, NO_FIX);
+    let freshLeaks = 0;
+    if (fix.leaks) {
+      // the old structures are leaks now: free them; only leaks left after that count
+      c.res = emptyResult();
+      cmp = await compareRefcounts(c, { leaks: true, errors: false });
+      if (cmp.rebuild) c.msg('ERROR rebuilt refcount structure is still broken');
+      freshLeaks = c.res.leaks;
+      c.res = res;
+    }
+    if (res.corruptions < old.corruptions) res.corruptionsFixed += old.corruptions - res.corruptions;
+    if (res.leaks < old.leaks) res.leaksFixed += old.leaks - res.leaks;
+    res.leaks += freshLeaks;
+  } else if (fix.leaks || fix.errors) {
+    if (rebuild) {
+      c.msg('ERROR need to rebuild refcount structures');
+      res.checkErrors++;
+      throw new CheckAbort('Input/output error');
+    }
+    if (res.leaks || res.corruptions) {
+      Object.assign(res, pre);
+      cmp = await compareRefcounts(c, fix);
+    }
   }
-  // as qemu: the whole comparison is reported first, then a second pass repairs
-  for (const [i, stored, counted] of fixes) {
-    res.messages.push(`Repairing cluster ${i} refcount=${stored} reference=${counted}`);
-    await refs.add(i, counted - stored);
-    if (stored > counted) res.leaksFixed++;
-    else res.corruptionsFixed++;
-  }
-  if (res.leaksFixed || res.corruptionsFixed) await refs.flush();
-  return highest;
+  await checkCopied(c, fix);
+  res.imageEndOffset = (cmp.highest + 1) * c.cs;
 }
 
-/** Bit 63 of active L1/L2 entries must say whether the refcount is exactly 1. */
-async function checkCopied(p: Qcow2Parts, c: Counter, refs: Refcounts): Promise<void> {
-  const g = p.map.geo;
-  const dv = p.map.l1View;
-  const external = p.data !== p.proto;
-  for (let i = 0; i < p.map.l1Entries; i++) {
-    const hi = dv.getUint32(i * 8);
-    const lo = dv.getUint32(i * 8 + 4);
-    const off = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
-    if (off === 0) continue;
-    const rcount = await refs.get(Math.floor(off / g.clusterSize));
-    if ((rcount === 1) !== ((hi & 0x80000000) !== 0)) {
-      c.res.messages.push(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex64(hi, lo)} refcount=${rcount}`);
-      c.res.corruptions++;
-    }
-    if (off >= c.fileLen) continue;
-    const table = await p.map.l2Cache.get(off);
-    const tv = new DataView(table.buffer, table.byteOffset, table.byteLength);
-    for (let j = 0; j < 2 ** g.l2Bits; j++) {
-      const ehi = tv.getUint32(j * g.entryBytes);
-      const elo = tv.getUint32(j * g.entryBytes + 4);
-      if (ehi & L2E_COMPRESSED_HI) continue;
-      const host = (ehi & 0x00ffffff) * 0x100000000 + ((elo & 0xfffffe00) >>> 0);
-      if (host === 0 && !(external && ehi & L2E_COPIED_HI)) continue;
-      const r = external ? 1 : await refs.get(Math.floor(host / g.clusterSize));
-      if ((r === 1) !== ((ehi & 0x80000000) !== 0)) {
-        c.res.messages.push(`ERROR OFLAG_COPIED data cluster: l2_entry=${hex64(ehi, elo)} refcount=${r}`);
-        c.res.corruptions++;
-      }
+/** After a repair that left no corruption the image is clean (lazy refcounts) and consistent. */
+async function markCleanAndConsistent(p: Qcow2Parts): Promise<void> {
+  const h = p.loaded.header;
+  const bits = INCOMPAT_DIRTY | INCOMPAT_CORRUPT;
+  if (!(h.incompatibleFeatures & bits)) return;
+  h.incompatibleFeatures &= ~bits;
+  await writeIncompat(p);
+}
+
+/** Make the writer's refcount state agree with what the check wrote (its cache holds no dirty block). */
+function syncWriter(p: Qcow2Parts, rc: Refcounts, c: CheckCtx): void {
+  for (let ti = 0; ti < rc.tableEntries; ti++) {
+    try {
+      const off = rc.blockOffset(ti);
+      if (off) rc.blocks.drop(off);
+    } catch {
+      // a damaged entry has nothing cached
     }
   }
+  if (rc.tableOffset !== p.loaded.refcountTableOffset) rc.replaceTable(c.stored.table.slice(), p.loaded.refcountTableOffset);
 }

@@ -1,0 +1,246 @@
+/**
+ * The comparing and repairing phases of a qcow2 check: stored refcounts against counted ones
+ * (fixing leaks and too-low counts in place), rebuilding the refcount structures from the counts
+ * when they are themselves broken, and the "copied" flag (bit 63) of active L1/L2 entries, which
+ * must say whether the cluster's refcount is exactly 1.
+ *
+ * Every repair write lands where nothing references it yet, or changes only what the counts
+ * prove: a rebuild writes new refcount blocks and a new refcount table into free clusters and
+ * only then, after a flush, points the header at them, so a crash at any moment leaves either the
+ * old structures or the new ones in force.
+ */
+import { CheckAbort, hex64, type CheckCtx, type Fix } from './check-context.js';
+import { StoredRefError, StoredRefs } from './check-stored.js';
+import { OL_ACTIVE_L2, overlapOk } from './check-overlap.js';
+import { getRefcountEntry } from './refcount.js';
+
+const TWO32 = 0x100000000;
+
+/**
+ * qemu's compare_refcounts: report (and with `fix`, repair) every cluster whose stored refcount
+ * differs from the counted one. Returns the highest cluster in use and whether a stored refcount
+ * of zero for a used cluster calls for a rebuild.
+ */
+export async function compareRefcounts(c: CheckCtx, fix: Fix): Promise<{ highest: number; rebuild: boolean }> {
+  const st = c.stored;
+  const imrt = c.imrt;
+  const res = c.res;
+  let highest = 0;
+  let rebuild = false;
+  const freed: number[] = [];
+  const per = st.perBlock;
+  for (let start = 0; start < imrt.size; start += per) {
+    const end = Math.min(imrt.size, start + per);
+    let block: Uint8Array | null;
+    try {
+      block = await st.blockData(start / per);
+    } catch (e) {
+      if (!(e instanceof StoredRefError)) throw e;
+      for (let i = start; i < end; i++) {
+        c.msg(`Can't get refcount for cluster ${i}: ${e.message}`);
+        res.checkErrors++;
+      }
+      continue;
+    }
+    for (let i = start; i < end; i++) {
+      const stored = block ? getRefcountEntry(block, i - start, st.order) : 0;
+      const counted = imrt.get(i);
+      if (stored > 0 || counted > 0) highest = i;
+      if (stored === counted) continue;
+      let repair: 'leak' | 'error' | undefined;
+      if (stored === 0) rebuild = true;
+      else if (stored > counted && fix.leaks) repair = 'leak';
+      else if (stored < counted && fix.errors) repair = 'error';
+      c.msg(`${repair ? 'Repairing' : stored < counted ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${stored} reference=${counted}`);
+      if (repair) {
+        await st.set(i, counted);
+        if (counted === 0) freed.push(i);
+        if (repair === 'leak') res.leaksFixed++;
+        else res.corruptionsFixed++;
+        continue;
+      }
+      if (stored < counted) res.corruptions++;
+      else res.leaks++;
+    }
+  }
+  await st.flush();
+  await discardClusters(c, freed);
+  return { highest, rebuild };
+}
+
+/** Give freed clusters back to the host, as qemu does (they read as zeros afterwards). */
+async function discardClusters(c: CheckCtx, clusters: readonly number[]): Promise<void> {
+  const proto = c.p.proto;
+  if (!proto.discard || clusters.length === 0) return;
+  const len = await proto.size();
+  for (let i = 0; i < clusters.length;) {
+    let j = i + 1;
+    while (j < clusters.length && clusters[j] === clusters[j - 1]! + 1) j++;
+    const start = clusters[i]! * c.cs;
+    const end = Math.min(len, (clusters[j - 1]! + 1) * c.cs);
+    if (start < end) await proto.discard(start, end - start);
+    i = j;
+  }
+}
+
+/**
+ * qemu's rebuild_refcount_structure: lay the counted refcounts out as new refcount blocks in free
+ * clusters, then a new refcount table, and point the header at it. The old structures are left
+ * alone (they become leaks the caller then frees).
+ */
+export async function rebuildRefcounts(c: CheckCtx): Promise<void> {
+  const imrt = c.imrt;
+  const cs = c.cs;
+  const per = c.stored.perBlock;
+  const table: number[] = [];
+  const write = async (first: number, endIn: number): Promise<boolean> => {
+    let end = endIn;
+    let grown = false;
+    const from = { value: 0 };
+    for (let cluster = first; cluster < end; cluster++) {
+      if (imrt.get(cluster) === 0) continue;
+      const idx = Math.floor(cluster / per);
+      const start = idx * per;
+      let off = table[idx] ?? 0;
+      if (off === 0) {
+        if (from.value < start) from.value = start;
+        const at = imrt.allocate(1, from);
+        if (at >= end) end = at + 1;
+        if (table.length <= idx) {
+          const entries = Math.ceil(((idx + 1) * 8) / cs) * cs / 8;
+          while (table.length < entries) table.push(0);
+          grown = true;
+        }
+        off = at * cs;
+        table[idx] = off;
+      }
+      await writeMeta(c, off, imrt.refblock(idx, c.clusterBits), 'ERROR writing refblock');
+      cluster = start + per - 1;
+    }
+    return grown;
+  };
+  await write(0, imrt.size);
+  let tableAt = 0;
+  let tableClusters = 0;
+  for (let grown = true; grown;) {
+    tableClusters = Math.ceil((table.length * 8) / cs);
+    tableAt = imrt.allocate(tableClusters, { value: 0 });
+    grown = await write(tableAt, tableAt + tableClusters);
+  }
+  const bytes = new Uint8Array(table.length * 8);
+  const dv = new DataView(bytes.buffer);
+  table.forEach((off, i) => {
+    dv.setUint32(i * 8, Math.floor(off / TWO32));
+    dv.setUint32(i * 8 + 4, off >>> 0);
+  });
+  await writeMeta(c, tableAt * cs, bytes, 'ERROR writing reftable');
+  // the header names the new table only once the table and its blocks are on disk
+  await c.p.proto.flush();
+  const ptr = new Uint8Array(12);
+  const pv = new DataView(ptr.buffer);
+  pv.setUint32(0, Math.floor((tableAt * cs) / TWO32));
+  pv.setUint32(4, (tableAt * cs) >>> 0);
+  pv.setUint32(8, tableClusters);
+  await c.p.proto.pwrite(ptr, 48);
+  await c.p.proto.flush();
+  const h = c.p.loaded.header;
+  h.refcountTableOffset = BigInt(tableAt * cs);
+  h.refcountTableClusters = tableClusters;
+  c.p.loaded.refcountTableOffset = tableAt * cs;
+  const full = new Uint8Array(tableClusters * cs);
+  full.set(bytes);
+  c.stored = new StoredRefs(c.p.proto, c.clusterBits, c.stored.order, full, await c.p.proto.size(), (m) => c.signalCorruption(m));
+}
+
+async function writeMeta(c: CheckCtx, offset: number, data: Uint8Array, what: string): Promise<void> {
+  if (!(await overlapOk(c, 0, offset, data.length))) {
+    c.msg(`qemu-img: ${what}: Input/output error`);
+    c.res.checkErrors++;
+    throw new CheckAbort('Input/output error');
+  }
+  await c.p.proto.pwrite(data, offset);
+}
+
+/** Stored refcount of cluster `k`, or undefined when it cannot be read (qemu skips those silently). */
+async function storedOrSkip(c: CheckCtx, k: number): Promise<number | undefined> {
+  try {
+    return await c.stored.get(k);
+  } catch (e) {
+    if (e instanceof StoredRefError) return undefined;
+    throw e;
+  }
+}
+
+/** qemu's check_oflag_copied over the active L1 table and its L2 tables. */
+export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
+  const res = c.res;
+  const repair = fix.errors || (fix.leaks && !res.checkErrors && !res.corruptions && !res.leaks);
+  const map = c.p.map;
+  const g = map.geo;
+  const l1 = map.l1View;
+  for (let i = 0; i < map.l1Entries; i++) {
+    const hi = l1.getUint32(i * 8);
+    const lo = l1.getUint32(i * 8 + 4);
+    const l2Big = (BigInt(hi & 0xffffff) << 32n) | BigInt((lo & 0xfffffe00) >>> 0);
+    if (l2Big === 0n) continue;
+    const safe = l2Big <= BigInt(Number.MAX_SAFE_INTEGER);
+    const l2 = Number(l2Big);
+    const rc = safe ? await storedOrSkip(c, Math.floor(l2 / g.clusterSize)) : 0;
+    if (rc === undefined) continue;
+    if ((rc === 1) !== ((hi & 0x80000000) !== 0)) {
+      res.corruptions++;
+      c.msg(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex64(hi, lo)} refcount=${rc}`);
+      if (repair) {
+        l1.setUint32(i * 8, rc === 1 ? (hi | 0x80000000) >>> 0 : hi & 0x7fffffff);
+        await c.p.proto.pwrite(map.l1.slice(i * 8, i * 8 + 8), c.p.loaded.l1Offset + i * 8);
+        res.corruptions--;
+        res.corruptionsFixed++;
+      }
+    }
+    const table = new Uint8Array(g.clusterSize);
+    if (safe && l2 < c.fileLen) await c.p.proto.pread(table, l2);
+    const dirty = await copiedInL2(c, table, repair);
+    if (dirty === 0) continue;
+    if (!(await overlapOk(c, OL_ACTIVE_L2, l2, g.clusterSize))) {
+      c.msg('ERROR: Could not write L2 table; metadata overlap check failed: Input/output error');
+      res.checkErrors++;
+      throw new CheckAbort('Input/output error');
+    }
+    await c.p.proto.pwrite(table, l2);
+    map.l2Cache.drop(l2);
+    res.corruptions -= dirty;
+    res.corruptionsFixed += dirty;
+  }
+  await c.p.proto.flush();
+}
+
+/** Check (and with `repair`, fix in `table`) the copied flags of one L2 table; returns how many were fixed. */
+async function copiedInL2(c: CheckCtx, table: Uint8Array, repair: boolean): Promise<number> {
+  const g = c.p.map.geo;
+  const dv = new DataView(table.buffer);
+  let dirty = 0;
+  for (let j = 0; j < 2 ** g.l2Bits; j++) {
+    const at = j * g.entryBytes;
+    const hi = dv.getUint32(at);
+    const lo = dv.getUint32(at + 4);
+    if (hi & 0x40000000) continue;
+    const offHi = hi & 0xffffff;
+    const offLo = (lo & 0xfffffe00) >>> 0;
+    const zeroFlag = (lo & 1) !== 0 && !g.extL2;
+    const hasHost = offHi !== 0 || offLo !== 0 || (!zeroFlag && g.hasDataFile && (hi & 0x80000000) !== 0);
+    if (!hasHost) continue;
+    let rc: number | undefined = 1;
+    if (!g.hasDataFile) {
+      rc = offHi >= 0x200000 ? 0 : await storedOrSkip(c, Math.floor((offHi * TWO32 + offLo) / g.clusterSize));
+      if (rc === undefined) continue;
+    }
+    if ((rc === 1) === ((hi & 0x80000000) !== 0)) continue;
+    c.res.corruptions++;
+    c.msg(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(hi, lo)} refcount=${rc}`);
+    if (repair) {
+      dv.setUint32(at, rc === 1 ? (hi | 0x80000000) >>> 0 : hi & 0x7fffffff);
+      dirty++;
+    }
+  }
+  return dirty;
+}
