@@ -159,6 +159,11 @@ export interface OpenContext {
    * unlocking encryption keys and opening data files, so they are not required.
    */
   readonly noIo?: boolean;
+  /**
+   * Opened for a consistency check (qemu's BDRV_O_CHECK): a repair may open read-write an image
+   * the format would otherwise refuse to write (qcow2's corrupt bit), to repair it.
+   */
+  readonly check?: boolean;
 }
 
 export type CreateOptionType = 'size' | 'bool' | 'string' | 'number';

@@ -32,6 +32,8 @@ export interface OpenOptions {
   warn?: (text: string) => void;
   /** Only metadata will be read (qemu-img info): keys and data files are not required. */
   noIo?: boolean;
+  /** Opened for `check` (qemu's BDRV_O_CHECK); only the top image. */
+  check?: boolean;
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -114,6 +116,7 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
       backing,
       openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro),
       ...(opts.noIo ? { noIo: true } : {}),
+      ...(opts.check ? { check: true } : {}),
     };
     const layer = await driver.open(proto, ctx);
     if (probed && entry.name === 'raw' && !readOnly) {

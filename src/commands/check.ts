@@ -16,8 +16,15 @@ export const EXIT_CORRUPTIONS = 2;
 export const EXIT_LEAKS = 3;
 export const EXIT_NO_CHECKS = 63;
 
+/** printf("%.2f") of part*100/total: an exact binary tie (3.125) rounds to even (3.12), as glibc does. */
 function pct(part: number, total: number): string {
-  return ((part * 100) / total).toFixed(2);
+  const x = (part * 100) / total;
+  const h = x * 100;
+  if (Number.isInteger(x * 8) && h - Math.floor(h) === 0.5) {
+    const f = Math.floor(h);
+    return ((f % 2 === 0 ? f : f + 1) / 100).toFixed(2);
+  }
+  return x.toFixed(2);
 }
 
 export function checkHuman(r: CheckResult): string {
@@ -96,7 +103,7 @@ export default async function checkCommand(argv: string[], cli: Cli): Promise<nu
 
   let img: Image;
   try {
-    img = await openForCommand(r.operands[0]!, args, { readOnly: repair === 'none' });
+    img = await openForCommand(r.operands[0]!, args, { readOnly: repair === 'none', check: true });
   } catch (e) {
     return cli.fail(e);
   }

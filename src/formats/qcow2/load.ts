@@ -106,7 +106,8 @@ export async function loadImage(proto: Protocol, ctx: OpenContext): Promise<Load
   await proto.pread(head, 0);
   const extEnd = h.backingFileOffset !== 0n ? Number(h.backingFileOffset) : clusterSize;
   const ext = parseExtensions(head, h.headerLength, extEnd, path, (h.autoclearFeatures & AUTOCLEAR_BITMAPS) !== 0n);
-  checkFeatures(h, ext, path, ctx.readOnly);
+  // a repair opens corrupt images read-write, as qemu-img check does
+  checkFeatures(h, ext, path, ctx.readOnly || ctx.check === true);
 
   if (h.refcountTableClusters > MAX_REFCOUNT_TABLE_BYTES / clusterSize) {
     throw invalid('QCOW2_REFTABLE_TOO_LARGE', 'Reference count table too large', path, 'limit');
