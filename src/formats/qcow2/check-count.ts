@@ -136,7 +136,8 @@ async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix
       }
       continue;
     }
-    if (!(await hostEntry(c, w, i, hi, lo, bhi, blo, fix, active))) continue;
+    const plain = (bhi & blo) === 0 && ((lo & 0xfffffe00) >>> 0) % g.clusterSize === 0;
+    if (!plain && !(await hostEntry(c, w, i, hi, lo, bhi, blo, fix, active))) continue;
     if (frag) {
       c.res.allocatedClusters++;
       if (w.nextContiguous && off !== w.nextContiguous) c.res.fragmentedClusters++;

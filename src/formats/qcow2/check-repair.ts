@@ -10,9 +10,8 @@
  * old structures or the new ones in force.
  */
 import { CheckAbort, hex64, type CheckCtx, type Fix } from './check-context.js';
-import { StoredRefError, StoredRefs } from './check-stored.js';
+import { refcountAt, StoredRefError, StoredRefs } from './check-stored.js';
 import { OL_ACTIVE_L2, overlapOk } from './check-overlap.js';
-import { getRefcountEntry } from './refcount.js';
 
 const TWO32 = 0x100000000;
 
@@ -43,7 +42,7 @@ export async function compareRefcounts(c: CheckCtx, fix: Fix): Promise<{ highest
       continue;
     }
     for (let i = start; i < end; i++) {
-      const stored = block ? getRefcountEntry(block, i - start, st.order) : 0;
+      const stored = block ? refcountAt(block, i - start, st.order) : 0;
       const counted = imrt.get(i);
       if (stored > 0 || counted > 0) highest = i;
       if (stored === counted) continue;
@@ -163,6 +162,8 @@ async function writeMeta(c: CheckCtx, offset: number, data: Uint8Array, what: st
 
 /** Stored refcount of cluster `k`, or undefined when it cannot be read (qemu skips those silently). */
 async function storedOrSkip(c: CheckCtx, k: number): Promise<number | undefined> {
+  const quick = c.stored.peek(k);
+  if (quick !== undefined) return quick;
   try {
     return await c.stored.get(k);
   } catch (e) {
@@ -231,7 +232,8 @@ async function copiedInL2(c: CheckCtx, table: Uint8Array, repair: boolean): Prom
     if (!hasHost) continue;
     let rc: number | undefined = 1;
     if (!g.hasDataFile) {
-      rc = offHi >= 0x200000 ? 0 : await storedOrSkip(c, Math.floor((offHi * TWO32 + offLo) / g.clusterSize));
+      const k = Math.floor((offHi * TWO32 + offLo) / g.clusterSize);
+      rc = offHi >= 0x200000 ? 0 : c.stored.peek(k) ?? await storedOrSkip(c, k);
       if (rc === undefined) continue;
     }
     if ((rc === 1) === ((hi & 0x80000000) !== 0)) continue;

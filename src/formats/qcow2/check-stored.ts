@@ -6,15 +6,40 @@
  * as zeros.
  */
 import type { Protocol } from '../../protocols/types.js';
-import { getRefcountEntry, setRefcountEntry } from './refcount.js';
+import { setRefcountEntry } from './refcount.js';
 
 /** Refcount blocks a check keeps in memory at once (each one cluster). */
 const CACHED_BLOCKS = 64;
 const TWO32 = 0x100000000;
 
+type Slot = { data: Uint8Array; dirty: boolean };
+
+/** Entry `i` of a refcount block (the hot path of a check: no DataView per call). */
+export function refcountAt(b: Uint8Array, i: number, order: number): number {
+  switch (order) {
+    case 3: return b[i]!;
+    case 4: return (b[2 * i]! << 8) | b[2 * i + 1]!;
+    case 5: return b[4 * i]! * 0x1000000 + ((b[4 * i + 1]! << 16) | (b[4 * i + 2]! << 8) | b[4 * i + 3]!);
+    case 6: {
+      const hi = b[8 * i]! * 0x1000000 + ((b[8 * i + 1]! << 16) | (b[8 * i + 2]! << 8) | b[8 * i + 3]!);
+      const lo = b[8 * i + 4]! * 0x1000000 + ((b[8 * i + 5]! << 16) | (b[8 * i + 6]! << 8) | b[8 * i + 7]!);
+      // beyond 2^53 no real count can reach: saturate, as the writer's reader does
+      return hi > 0x1fffff ? Number.MAX_SAFE_INTEGER : hi * TWO32 + lo;
+    }
+    default: {
+      const bits = 1 << order;
+      const bit = i * bits;
+      return (b[bit >> 3]! >> (bit & 7)) & ((1 << bits) - 1);
+    }
+  }
+}
+
 export class StoredRefs {
   private readonly view: DataView;
-  private readonly cache = new Map<number, { data: Uint8Array; dirty: boolean }>();
+  private readonly cache = new Map<number, Slot>();
+  /** The block returned last, looked up without touching the cache order. */
+  private lastTi = -1;
+  private last: Slot | null = null;
   readonly perBlock: number;
   readonly cs: number;
 
@@ -62,7 +87,15 @@ export class StoredRefs {
   }
 
   /** The block holding cluster `k`: null when there is none (refcount 0); throws on an I/O error. */
-  private async block(ti: number): Promise<{ data: Uint8Array; dirty: boolean } | null> {
+  private async block(ti: number): Promise<Slot | null> {
+    if (ti === this.lastTi) return this.last;
+    const b = await this.lookup(ti);
+    this.lastTi = ti;
+    this.last = b;
+    return b;
+  }
+
+  private async lookup(ti: number): Promise<Slot | null> {
     if (ti >= this.entries) return null;
     const { hi, lo } = this.raw(ti);
     if (hi === 0 && (lo & 0xfffffe00) === 0) return null;
@@ -91,7 +124,7 @@ export class StoredRefs {
 
   private async evict(): Promise<void> {
     while (this.cache.size >= CACHED_BLOCKS) {
-      const [off, b] = this.cache.entries().next().value as [number, { data: Uint8Array; dirty: boolean }];
+      const [off, b] = this.cache.entries().next().value as [number, Slot];
       if (b.dirty) await this.proto.pwrite(b.data, off);
       this.cache.delete(off);
     }
@@ -104,7 +137,14 @@ export class StoredRefs {
 
   async get(k: number): Promise<number> {
     const b = await this.block(Math.floor(k / this.perBlock));
-    return b ? getRefcountEntry(b.data, k % this.perBlock, this.order) : 0;
+    return b ? refcountAt(b.data, k % this.perBlock, this.order) : 0;
+  }
+
+  /** The refcount of `k` when its block is the one used last (no I/O); undefined otherwise. */
+  peek(k: number): number | undefined {
+    const ti = Math.floor(k / this.perBlock);
+    if (ti !== this.lastTi) return undefined;
+    return this.last ? refcountAt(this.last.data, k % this.perBlock, this.order) : 0;
   }
 
   /** Set a stored refcount whose block exists (callers only change nonzero refcounts). */
