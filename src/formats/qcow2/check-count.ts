@@ -8,7 +8,7 @@
  * of the file get the file grown under them.
  */
 import { CheckAbort, hex, hex64, hexAlt, type CheckCtx, type Fix } from './check-context.js';
-import { Imrt } from './check-imrt.js';
+import { maxCheckClusters } from './check-imrt.js';
 import { OL_ACTIVE_L2, OL_INACTIVE_L2, overlapOk, snapshotTableBytes } from './check-overlap.js';
 import { compressedDescriptor } from './l1l2.js';
 import { MAX_L1_BYTES } from './limits.js';
@@ -320,10 +320,9 @@ async function growUnder(c: CheckCtx, offset: bigint): Promise<boolean> {
   const cs = BigInt(c.cs);
   let why: string | undefined;
   if (offset > INT64_MAX - cs) why = 'Invalid argument';
-  else if ((offset + cs) / cs > BigInt(Math.min(2 ** 53 / c.cs, 2 ** 27))) why = 'File too large';
+  else if ((offset + cs) / cs > BigInt(Math.min(2 ** 53 / c.cs, maxCheckClusters(c.imrt.order)))) why = 'File too large';
   if (why === undefined) {
     const end = Number(offset + cs);
-    Imrt.checkLimit(end / c.cs, c.p.path);
     await c.p.proto.truncate(end);
     await c.refreshFileLen();
     c.stored.setFileLen(c.fileLen);

@@ -8,11 +8,22 @@ import { VdiskError } from '../../block/errors.js';
 import { setRefcountEntry } from './refcount.js';
 
 /**
- * Most host clusters a check counts (the image file, plus what its metadata points at within one
- * cluster past its end): 2^27 clusters is 8 TiB of file at 64 KiB clusters, and at most 512 MiB of
- * counters. qemu's own limit is INT_MAX clusters ("File too large").
+ * Memory for the counters of a check (one per host cluster of the image file, plus what its
+ * metadata points at within one cluster past its end): 1 GiB is 512 Mi clusters at 16-bit
+ * refcounts, 32 TiB of file at 64 KiB clusters. qemu's own limit is INT_MAX clusters ("File too
+ * large"); a sparse file of absurd length is refused before anything is allocated.
  */
-export const MAX_CHECK_CLUSTERS = 1 << 27;
+export const MAX_CHECK_COUNTER_BYTES = 1 << 30;
+
+/** Bytes of one counter for a refcount order. */
+export function counterBytes(order: number): number {
+  return order <= 3 ? 1 : order === 4 ? 2 : 4;
+}
+
+/** Most host clusters a check of an image with this refcount order counts. */
+export function maxCheckClusters(order: number): number {
+  return MAX_CHECK_COUNTER_BYTES / counterBytes(order);
+}
 
 type Counters = Uint8Array | Uint16Array | Uint32Array;
 
@@ -25,15 +36,16 @@ export class Imrt {
 
   constructor(readonly order: number, clusters: number, private readonly path: string) {
     this.max = order >= 5 ? 0xffffffff : 2 ** (1 << order) - 1;
-    Imrt.checkLimit(clusters, path);
+    Imrt.checkLimit(clusters, order, path);
     this.a = this.alloc(Math.max(clusters, 1));
     this.size = clusters;
   }
 
-  static checkLimit(clusters: number, path: string): void {
-    if (clusters > MAX_CHECK_CLUSTERS) {
+  static checkLimit(clusters: number, order: number, path: string): void {
+    const max = maxCheckClusters(order);
+    if (clusters > max) {
       throw new VdiskError('limit', 'QCOW2_CHECK_TOO_BIG',
-        `File too large: the check would count ${clusters} host clusters; vdisk counts at most ${MAX_CHECK_CLUSTERS}`,
+        `File too large: counting the references to its ${clusters} clusters needs ${Math.ceil((clusters * counterBytes(order)) / 2 ** 20)} MiB; vdisk uses at most ${MAX_CHECK_COUNTER_BYTES / 2 ** 20} MiB`,
         { path, format: 'qcow2', op: 'check' });
     }
   }
@@ -56,9 +68,9 @@ export class Imrt {
   /** Make the table describe at least `n` clusters (new ones count zero). */
   grow(n: number): void {
     if (n <= this.size) return;
-    Imrt.checkLimit(n, this.path);
+    Imrt.checkLimit(n, this.order, this.path);
     if (n > this.a.length) {
-      const bigger = this.alloc(Math.min(MAX_CHECK_CLUSTERS, Math.max(n, Math.ceil(this.a.length * 1.5))));
+      const bigger = this.alloc(Math.min(maxCheckClusters(this.order), Math.max(n, Math.ceil(this.a.length * 1.5))));
       bigger.set(this.a);
       this.a = bigger;
     }
