@@ -41,6 +41,11 @@ export class CheckCtx {
   fileLen = 0;
   entriesLeft = MAX_CHECK_TABLE_ENTRIES;
   private signaled = false;
+  /**
+   * A corruption was signalled on a writable image: qemu then makes the image unusable, so what
+   * it still had in its refcount cache never reaches the disk and later requests fail.
+   */
+  fatal = false;
   private dropped = 0;
 
   constructor(
@@ -96,6 +101,7 @@ export class CheckCtx {
     if (this.signaled) return;
     this.signaled = true;
     if (this.writable) {
+      this.fatal = true;
       this.msg(`qcow2: Marking image as corrupt: ${message}; further corruption events will be suppressed`);
       const h = this.p.loaded.header;
       h.incompatibleFeatures |= INCOMPAT_CORRUPT;

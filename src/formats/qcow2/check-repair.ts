@@ -62,8 +62,13 @@ export async function compareRefcounts(c: CheckCtx, fix: Fix): Promise<{ highest
       else res.leaks++;
     }
   }
-  await st.flush();
-  await discardClusters(c, freed);
+  if (c.fatal) {
+    // qemu's refcount updates go through its cache, which an unusable image never writes back
+    st.discardChanges();
+  } else {
+    await st.flush();
+    await discardClusters(c, freed);
+  }
   return { highest, rebuild };
 }
 

@@ -163,6 +163,13 @@ export class StoredRefs {
     }
   }
 
+  /** Forget changes not yet written (the image became unusable before they could be). */
+  discardChanges(): void {
+    for (const [off, b] of [...this.cache]) if (b.dirty) this.cache.delete(off);
+    this.lastTi = -1;
+    this.last = null;
+  }
+
   /** Offsets of the blocks changed since the last flush, then written. */
   async flush(): Promise<number[]> {
     const written: number[] = [];

@@ -47,7 +47,16 @@ function addCounters(to: CheckResult, from: Counters): void {
  * Check the image, repairing as `repair` allows when it is writable. `rc` is the writer's live
  * refcount state, if any: blocks the check rewrites are dropped from its cache.
  */
+/** Images a repair found corrupt while writable: as in qemu, nothing more can be done with them. */
+const unusable = new WeakSet<Qcow2Parts>();
+
 export async function checkQcow2(p: Qcow2Parts, repair: RepairMode, rc: Refcounts | undefined): Promise<CheckResult> {
+  if (unusable.has(p)) {
+    const r = emptyResult();
+    r.checkErrors = 1;
+    r.failure = new VdiskError('io', 'QCOW2_UNUSABLE', 'No medium found', { path: p.path, format: 'qcow2', op: 'check' });
+    return r;
+  }
   const fix: Fix = p.readOnly ? NO_FIX : { leaks: repair !== 'none', errors: repair === 'all' };
   const out: string[] = [];
   const result = emptyResult();
@@ -80,6 +89,7 @@ export async function checkQcow2(p: Qcow2Parts, repair: RepairMode, rc: Refcount
     return result;
   } finally {
     if (rc && ctx) syncWriter(p, rc, ctx);
+    if (ctx?.fatal) unusable.add(p);
   }
   ctx.finishMessages();
   result.messages = out;
