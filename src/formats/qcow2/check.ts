@@ -1,7 +1,8 @@
 /**
  * Consistency check and repair of a qcow2 image (qemu-img check), in qemu's phases and words:
  *
- * 1. the snapshot table (v3 entries too short to hold the guest size);
+ * 1. the snapshot table (v3 entries too short to hold the guest size; rewritten by -r all,
+ *    ./check-snapshots.ts);
  * 2. count every reference the metadata makes to host clusters (./check-count.ts) into an
  *    in-memory refcount table (./check-imrt.ts) and compare with the stored refcounts
  *    (./check-repair.ts): stored > counted is a leak, stored < counted is corruption;
@@ -23,6 +24,7 @@ import { Imrt } from './check-imrt.js';
 import { StoredRefs } from './check-stored.js';
 import { calculateRefcounts } from './check-count.js';
 import { checkCopied, compareRefcounts, rebuildRefcounts } from './check-repair.js';
+import { checkSnapshotTable, fixSnapshotTable } from './check-snapshots.js';
 
 export { MAX_CHECK_COUNTER_BYTES } from './check-imrt.js';
 export { MAX_CHECK_MESSAGES, MAX_CHECK_TABLE_ENTRIES } from './check-context.js';
@@ -64,7 +66,7 @@ export async function checkQcow2(p: Qcow2Parts, repair: RepairMode, rc: Refcount
   const refs = emptyResult();
   let ctx: CheckCtx | undefined;
   try {
-    checkSnapshotTable(p, snap, out);
+    checkSnapshotTable(p, snap, fix, out);
     ctx = await newContext(p, refs, out);
     await checkRefcounts(ctx, fix);
     addCounters(result, counters(refs));
@@ -73,7 +75,7 @@ export async function checkQcow2(p: Qcow2Parts, repair: RepairMode, rc: Refcount
     result.allocatedClusters = refs.allocatedClusters;
     result.fragmentedClusters = refs.fragmentedClusters;
     result.compressedClusters = refs.compressedClusters;
-    // vdisk does not rewrite the snapshot table: its findings stay reported, not fixed
+    await fixSnapshotTable(ctx, snap, fix);
     addCounters(result, counters(snap));
     if ((fix.leaks || fix.errors) && result.checkErrors === 0 && result.corruptions === 0) await markCleanAndConsistent(p);
   } catch (e) {
@@ -111,21 +113,6 @@ async function newContext(p: Qcow2Parts, res: CheckResult, out: string[]): Promi
     (m) => ctx!.signalCorruption(m));
   ctx = new CheckCtx(p, res, imrt, stored, out);
   return ctx;
-}
-
-/**
- * qemu's check of the snapshot table: v3 entries must hold at least the VM state size and the
- * disk size. qemu repairs them by rewriting the table; vdisk does not (yet), so it reports them
- * as errors even with -r all rather than claim a repair.
- */
-function checkSnapshotTable(p: Qcow2Parts, res: CheckResult, out: string[]): void {
-  if (p.loaded.header.version < 3) return;
-  p.loaded.snapshots.forEach((s, i) => {
-    if (s.extra.length < 16) {
-      res.corruptions++;
-      out.push(`ERROR snapshot table entry ${i} is incomplete`);
-    }
-  });
 }
 
 /** qemu's qcow2_check_refcounts: count, compare, repair or rebuild, then the copied flags. */

@@ -79,6 +79,22 @@ const CASES: Case[] = [
     damage: (q) => q.write(q.snapshotsOffset + 8, Buffer.from([0, 0x50, 0, 0])),
   },
   {
+    what: 'a v3 snapshot table entry without extra data',
+    make: (path) => {
+      makeImage(path);
+      ok(qemuImg(['snapshot', '-c', 'sn0', path]));
+    },
+    damage: (q) => {
+      // drop the 24 bytes of extra data: id and name move up, the entry is re-laid as qemu 0.10 wrote it
+      const e = q.read(q.snapshotsOffset, 40 + 24 + 64);
+      const idLen = e.readUInt16BE(12);
+      const nameLen = e.readUInt16BE(14);
+      e.writeUInt32BE(0, 36);
+      e.copy(e, 40, 64, 64 + idLen + nameLen);
+      q.write(q.snapshotsOffset, e.subarray(0, 40 + idLen + nameLen));
+    },
+  },
+  {
     what: 'an external data file',
     make: (path) => {
       ok(qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'data_file=img.data', path, '64M'], { cwd: join(path, '..') }));
