@@ -10,7 +10,9 @@ import { Image, MutableBackingReader, setProbedRawGuard } from './image.js';
 import { MAX_BACKING_CHAIN_DEPTH, PROBE_BYTES } from './limits.js';
 import { FORMATS, findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
-import type { Protocol } from '../protocols/types.js';
+import type { CacheMode, Protocol } from '../protocols/types.js';
+
+export { parseCacheMode, type CacheMode } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
@@ -34,6 +36,8 @@ export interface OpenOptions {
   noIo?: boolean;
   /** Opened for `check` (qemu's BDRV_O_CHECK); only the top image. */
   check?: boolean;
+  /** Cache mode of the top image and the files it names (-t); default writeback. */
+  cache?: CacheMode;
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -70,8 +74,8 @@ setProbedRawGuard((img, buf, offset) => {
   }
 });
 
-export async function openProtocol(filename: string, readOnly: boolean): Promise<Protocol> {
-  return FileProtocol.open(filename, { readOnly });
+export async function openProtocol(filename: string, readOnly: boolean, cache?: CacheMode): Promise<Protocol> {
+  return FileProtocol.open(filename, { readOnly, ...(cache !== undefined ? { cache } : {}) });
 }
 
 async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
@@ -95,7 +99,7 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
   }
   const proto = protocolName !== undefined && NULL_PROTOCOLS.has(protocolName)
     ? NullProtocol.open(protocolName, opts.options ?? {})
-    : await openProtocol(filename, readOnly);
+    : await openProtocol(filename, readOnly, opts.cache);
   try {
     let probed = false;
     if (!entry) {
@@ -114,7 +118,7 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
       options: opts.options ?? {},
       secrets: opts.secrets ?? noSecrets,
       backing,
-      openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro),
+      openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro, opts.cache),
       ...(opts.noIo ? { noIo: true } : {}),
       ...(opts.check ? { check: true } : {}),
     };
@@ -173,7 +177,10 @@ export async function openImage(filename: string, opts: OpenOptions = {}): Promi
       let below: Image;
       try {
         const fmt = forcedFormat ?? named.format;
-        below = await openLayer(path, { readOnly: !opts.backingWritable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets });
+        below = await openLayer(path, {
+          readOnly: !opts.backingWritable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets,
+          ...(opts.cache !== undefined ? { cache: opts.cache } : {}),
+        });
       } catch (e) {
         const err = e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${path}'`, { path });
         throw new VdiskError(err.kind, err.code, `Could not open backing file: ${err.message}`, { ...err.context, path: cur.filename }, err);

@@ -14,11 +14,11 @@ import { printHelp } from '../cli/common.js';
 import { Progress } from '../cli/progress.js';
 import { parseSize } from '../cli/units.js';
 import { VdiskError } from '../block/errors.js';
+import { parseCacheMode, type CacheMode } from '../block/open.js';
 import type { Image } from '../block/image.js';
 
 /** Bytes copied per request. */
 const COMMIT_CHUNK = 1 << 20;
-const CACHE_MODES = new Set(['none', 'writeback', 'writethrough', 'directsync', 'unsafe', 'off']);
 
 async function identity(path: string): Promise<string> {
   try {
@@ -78,6 +78,8 @@ export default async function commitCommand(argv: string[], cli: Cli): Promise<n
   const args = newImageArgs((t) => cli.errRaw(t));
   let baseName: string | undefined;
   let keepTop = false;
+  /** -t; qemu-img commit flushes by default (writeback). */
+  let cache: CacheMode = 'writeback';
   let progressOn = false;
   let quiet = false;
   for (const o of r.options) {
@@ -85,9 +87,12 @@ export default async function commitCommand(argv: string[], cli: Cli): Promise<n
     switch (o.key) {
       case 'h': return printHelp(cli);
       case 'f': args.format = v; break;
-      case 't':
-        if (!CACHE_MODES.has(v)) { cli.error(`Invalid cache option: ${v}`); return 1; }
+      case 't': {
+        const mode = parseCacheMode(v);
+        if (mode === undefined) { cli.error(`Invalid cache option: ${v}`); return 1; }
+        cache = mode;
         break;
+      }
       case 'b': baseName = v; break;
       case 'd': keepTop = true; break;
       case 'p': progressOn = true; break;
@@ -113,7 +118,7 @@ export default async function commitCommand(argv: string[], cli: Cli): Promise<n
   }
   let top: Image;
   try {
-    top = await openForCommand(r.operands[0]!, args, { readOnly: false, backingWritable: true });
+    top = await openForCommand(r.operands[0]!, args, { readOnly: false, backingWritable: true, cache });
   } catch (e) {
     return cli.fail(e);
   }

@@ -17,9 +17,9 @@ import { Progress } from '../cli/progress.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
 import { copyImage, COPY_MAX_IN_FLIGHT, type CopySegment } from '../block/copy.js';
 import { VdiskError } from '../block/errors.js';
+import { parseCacheMode, type CacheMode } from '../block/open.js';
 import type { Image } from '../block/image.js';
 
-const CACHE_MODES = new Set(['none', 'writeback', 'writethrough', 'directsync', 'unsafe', 'off']);
 /** -S accepts multiples of 512 up to 16 MiB (qemu-img's limit). */
 const MAX_SPARSE_SIZE = 16 << 20;
 
@@ -39,6 +39,8 @@ interface ConvertArgs {
   progress: boolean;
   quiet: boolean;
   snapshot?: string;
+  /** -t: the output's cache mode; qemu-img convert's default is unsafe (no flushes). */
+  cache: CacheMode;
 }
 
 const LONG_OPTIONS = [
@@ -78,7 +80,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
   if (!r.ok) return cli.usageError(r.message);
   const a: ConvertArgs = {
     src: newImageArgs((t) => cli.errRaw(t)), targetImageOpts: false, compress: false, noCreate: false,
-    targetIsZero: false, sparseSize: 4096, inFlight: 8, outOfOrder: false, progress: false, quiet: false,
+    targetIsZero: false, sparseSize: 4096, inFlight: 8, outOfOrder: false, progress: false, quiet: false, cache: 'unsafe',
   };
   for (const o of r.options) {
     const v = o.value ?? '';
@@ -110,9 +112,12 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
         break;
       }
       case 'p': a.progress = true; break;
-      case 't': case 'T':
-        if (!CACHE_MODES.has(v)) { cli.error(`Invalid cache option: ${v}`); return 1; }
+      case 't': case 'T': {
+        const mode = parseCacheMode(v);
+        if (mode === undefined) { cli.error(`Invalid cache option: ${v}`); return 1; }
+        if (o.key === 't') a.cache = mode;
         break;
+      }
       case 'q': a.quiet = true; break;
       case 'n': a.noCreate = true; break;
       case 'm': {
@@ -206,7 +211,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     delete targetArgs.format;
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
-    target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, cache: a.cache, ...(tfmt !== undefined ? { format: tfmt } : {}) });
     if (target.size < total) {
       throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
     }

@@ -2,9 +2,10 @@
  * The `file` protocol: a host file through fs/promises, with holes reported via SEEK_DATA/SEEK_HOLE
  * and preallocation via fallocate when the optional native helper (src/protocols/native.ts) loaded.
  */
+import { constants as fsConstants } from 'node:fs';
 import { open as fsOpen, stat as fsStat, type FileHandle } from 'node:fs/promises';
 import { VdiskError, fromSystemError } from '../block/errors.js';
-import type { Preallocation, Protocol, ProtocolExtent } from './types.js';
+import type { CacheMode, Preallocation, Protocol, ProtocolExtent } from './types.js';
 import { native } from './native.js';
 
 /** Zero buffer reused for zero-filling writes; bounded so memory stays flat. */
@@ -19,6 +20,15 @@ export interface FileOpenOptions {
   readOnly: boolean;
   /** Create (or truncate to zero) the file. */
   create?: boolean;
+  /** qemu's cache mode (default writeback: flushes reach the disk). */
+  cache?: CacheMode;
+}
+
+function openFlags(opts: FileOpenOptions): number {
+  const c = fsConstants;
+  let flags = opts.create ? c.O_RDWR | c.O_CREAT | c.O_TRUNC : opts.readOnly ? c.O_RDONLY : c.O_RDWR;
+  if (!opts.readOnly && (opts.cache === 'writethrough' || opts.cache === 'directsync')) flags |= c.O_DSYNC;
+  return flags;
 }
 
 export class FileProtocol implements Protocol {
@@ -29,12 +39,14 @@ export class FileProtocol implements Protocol {
     readonly filename: string,
     readonly readOnly: boolean,
     private readonly fh: FileHandle,
+    /** cache=unsafe: flushes are not passed to the host. */
+    private readonly noFlush: boolean,
   ) {}
 
   static async open(filename: string, opts: FileOpenOptions): Promise<FileProtocol> {
     let fh: FileHandle;
     try {
-      fh = await fsOpen(filename, opts.create ? 'w+' : opts.readOnly ? 'r' : 'r+');
+      fh = await fsOpen(filename, openFlags(opts), 0o666);
     } catch (e) {
       throw fromSystemError(e, `Could not ${opts.create ? 'create' : 'open'} '${filename}'`, { path: filename, op: opts.create ? 'create' : 'open' });
     }
@@ -48,7 +60,7 @@ export class FileProtocol implements Protocol {
       await fh.close().catch(() => undefined);
       throw e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${filename}'`, { path: filename });
     }
-    return new FileProtocol(filename, opts.readOnly, fh);
+    return new FileProtocol(filename, opts.readOnly, fh, opts.cache === 'unsafe');
   }
 
   /** The OS file descriptor, for the copy engine's copy_file_range fast path. */
@@ -112,7 +124,7 @@ export class FileProtocol implements Protocol {
   }
 
   async flush(): Promise<void> {
-    if (this.readOnly) return;
+    if (this.readOnly || this.noFlush) return;
     try {
       await this.fh.datasync();
     } catch (e) {

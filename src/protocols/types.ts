@@ -8,6 +8,23 @@
 
 export type Preallocation = 'off' | 'metadata' | 'falloc' | 'full';
 
+/**
+ * qemu's cache modes (`-t`/`-T`). What vdisk honours: `unsafe` ignores flushes (qemu-img convert's
+ * default: the output is useless until convert finishes anyway, so fsyncs only cost time);
+ * `writethrough` and `directsync` make every write durable before it completes (O_DSYNC);
+ * `writeback`, `none` and `off` flush when asked. O_DIRECT (`none`, `directsync`) is not used:
+ * it would impose buffer alignment on every caller and changes nothing that can be observed
+ * but speed.
+ */
+export type CacheMode = 'writeback' | 'unsafe' | 'writethrough' | 'directsync' | 'none' | 'off';
+
+const CACHE_MODES: ReadonlySet<string> = new Set<CacheMode>(['writeback', 'unsafe', 'writethrough', 'directsync', 'none', 'off']);
+
+/** The cache mode named `s` (qemu's -t/-T words), or undefined for a name qemu rejects. */
+export function parseCacheMode(s: string): CacheMode | undefined {
+  return CACHE_MODES.has(s) ? (s as CacheMode) : undefined;
+}
+
 /** One run of a protocol's allocation map. */
 export interface ProtocolExtent {
   length: number;
