@@ -9,7 +9,7 @@ import { describe } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { printHelp } from '../cli/common.js';
 import { Secrets } from '../cli/optstr.js';
-import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
+import { hexSuffixWarning, parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, createSummary, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
 import { openImage, openLayer, resolveBackingName } from '../block/open.js';
@@ -57,6 +57,10 @@ async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeA
   }
   const backing = values.get('backing_file');
   const bfmt = values.get('backing_fmt');
+  if (backing === filename) {
+    throw new VdiskError('invalid-argument', 'BACKING_IS_SELF', 'Error: Trying to create an image with the same filename as the backing file');
+  }
+  if (backing === '') throw new VdiskError('invalid-argument', 'EMPTY_BACKING', 'Expected backing file name, got empty string');
   if (backing !== undefined && bfmt === undefined) {
     let detected = '';
     try {
@@ -150,6 +154,7 @@ export default async function createCommand(argv: string[], cli: Cli): Promise<n
       else for (const l of INVALID_SIZE_LINES) cli.error(l);
       return 1;
     }
+    if (s.hexSuffix) cli.error(hexSuffixWarning(r.operands[1]!));
     size = s.value;
   }
   if (r.operands.length > 2) return cli.usageError(`Unexpected argument: ${r.operands[2]}`);
