@@ -12,7 +12,7 @@ import { Secrets } from '../cli/optstr.js';
 import { hexSuffixWarning, parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, createSummary, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
-import { openImage, openLayer, resolveBackingName } from '../block/open.js';
+import { openImage, resolveBackingName } from '../block/open.js';
 import { VdiskError, errnoOf } from '../block/errors.js';
 import type { FormatDriver } from '../block/driver.js';
 
@@ -29,17 +29,6 @@ interface CreateArgs {
   options?: string;
   quiet: boolean;
   secrets: Secrets;
-}
-
-/** Size of the backing image, opened as qemu-img does to validate it (and to print its probed format). */
-async function backingSize(filename: string, a: CreateArgs): Promise<number> {
-  const path = resolveBackingName(filename, a.backing!);
-  const img = await openImage(path, { readOnly: true, secrets: a.secrets, ...(a.backingFmt !== undefined ? { format: a.backingFmt } : {}) });
-  try {
-    return img.size;
-  } finally {
-    await img.close();
-  }
 }
 
 async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeArg: bigint | undefined, a: CreateArgs): Promise<number> {
@@ -61,25 +50,25 @@ async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeA
     throw new VdiskError('invalid-argument', 'BACKING_IS_SELF', 'Error: Trying to create an image with the same filename as the backing file');
   }
   if (backing === '') throw new VdiskError('invalid-argument', 'EMPTY_BACKING', 'Expected backing file name, got empty string');
-  if (backing !== undefined && bfmt === undefined) {
-    let detected = '';
-    try {
-      const img = await openLayer(resolveBackingName(filename, backing), { readOnly: true });
-      detected = `\nDetected format of ${img.format}.`;
-      await img.close();
-    } catch {
-      // an unopenable backing file gets the message alone
-    }
-    throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', `Backing file specified without backing format${detected}`);
-  }
+  // qemu opens the backing image first (unless -u): its open error wins over a missing -F, and
+  // the probed format is named in a hint that has no newline of its own
   if (backing !== undefined && !a.unsafe) {
-    let size: number;
+    let img;
     try {
-      size = await backingSize(filename, { ...a, backing, ...(bfmt !== undefined ? { backingFmt: bfmt } : {}) });
+      img = await openImage(resolveBackingName(filename, backing), { readOnly: true, secrets: a.secrets, ...(bfmt !== undefined ? { format: bfmt } : {}) });
     } catch (e) {
       throw new VdiskError('not-found', 'BACKING_OPEN', `${describe(e)}\nCould not open backing image.`, {}, e);
     }
-    if (!values.has('size')) values.set('size', String(size));
+    try {
+      if (bfmt === undefined) {
+        throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT_DETECTED', `Backing file specified without backing format\nDetected format of ${img.format}.`);
+      }
+      if (!values.has('size')) values.set('size', String(img.size));
+    } finally {
+      await img.close();
+    }
+  } else if (backing !== undefined && bfmt === undefined) {
+    throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Backing file specified without backing format');
   }
   if (!values.has('size')) throw new VdiskError('invalid-argument', 'NO_SIZE', 'Image creation needs a size parameter');
   if (!a.quiet) cli.out(`Formatting '${filename}', ${createSummary(driver, values)}\n`);
@@ -163,6 +152,10 @@ export default async function createCommand(argv: string[], cli: Cli): Promise<n
     if (!driver.create) throw noCreate(a.fmt);
     return await runCreate(cli, driver, filename, size, a);
   } catch (e) {
+    if (e instanceof VdiskError && e.code === 'NO_BACKING_FORMAT_DETECTED') {
+      cli.errRaw(`${cli.prog}: ${filename}: ${e.message}`);
+      return 1;
+    }
     return cli.fail(e, `${filename}: `);
   }
 }
