@@ -13,6 +13,7 @@ import { hexSuffixWarning, parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, createSummary, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
 import { openImage, resolveBackingName } from '../block/open.js';
+import { hostPath } from '../block/filenames.js';
 import { VdiskError, errnoOf } from '../block/errors.js';
 import type { FormatDriver } from '../block/driver.js';
 
@@ -32,6 +33,7 @@ interface CreateArgs {
 }
 
 async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeArg: bigint | undefined, a: CreateArgs): Promise<number> {
+  hostPath(filename, true); // an unknown protocol prefix fails before the options are looked at, as in qemu
   const values = parseCreateOptions(driver, a.options);
   if (sizeArg !== undefined && values.has('size')) throw new VdiskError('invalid-argument', 'SIZE_TWICE', 'The image size must be specified only once');
   if (sizeArg !== undefined) values.set('size', sizeArg.toString());
