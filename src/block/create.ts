@@ -6,6 +6,7 @@ import { VdiskError } from './errors.js';
 import type { CreateContext, CreateOptionSpec, CreateOptionValues, FormatDriver, SecretStore } from './driver.js';
 import { findFormat } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
+import { hostPath } from './filenames.js';
 import { noSecrets } from './open.js';
 
 /**
@@ -58,7 +59,7 @@ export async function createImage(req: CreateRequest): Promise<void> {
   const driver = await loadFormatDriver(req.format);
   if (!driver.create) throw noCreate(req.format);
   const ctx: CreateContext = {
-    filename: req.filename,
+    filename: hostPath(req.filename, true),
     size: req.size,
     options: req.options ?? {},
     secrets: req.secrets ?? noSecrets,

@@ -5,6 +5,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { VdiskError, fromSystemError } from './errors.js';
+import { combinePaths, hostPath } from './filenames.js';
 import type { FormatDriver, OpenContext, SecretStore } from './driver.js';
 import { Image, MutableBackingReader, setProbedRawGuard } from './image.js';
 import { MAX_BACKING_CHAIN_DEPTH, PROBE_BYTES } from './limits.js';
@@ -83,7 +84,9 @@ async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
 }
 
 /** Open one layer (no backing chain linked yet). */
-export async function openLayer(filename: string, opts: OpenOptions = {}): Promise<Image> {
+export async function openLayer(name: string, opts: OpenOptions = {}): Promise<Image> {
+  // a driver named as the format (driver=null-co) needs no host path
+  const filename = opts.format !== undefined && NULL_PROTOCOLS.has(opts.format) ? name : hostPath(name);
   const readOnly = opts.readOnly ?? true;
   let entry: FormatEntry | undefined;
   // protocol drivers named as the format (driver=file, driver=null-co): raw bytes, reported under that name
@@ -140,9 +143,8 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
  * image that names them; protocol-style names (json:, nbd:) are not supported as backing files.
  */
 export function resolveBackingName(overlayFilename: string, backing: string): string {
-  // protocol names (nbd://host/x, json:{...}) are not paths: keep them as written
-  if (isAbsolute(backing) || /^[a-z][a-z0-9+.-]*:/i.test(backing)) return backing;
-  return join(dirname(overlayFilename), backing);
+  // protocol names (nbd://host/x, json:{...}) are not paths: combinePaths keeps them as written
+  return combinePaths(overlayFilename, backing);
 }
 
 async function fileIdentity(filename: string): Promise<string> {

@@ -7,7 +7,7 @@ import { VdiskError } from '../block/errors.js';
 import type { CreateOptionSpec, FormatDriver } from '../block/driver.js';
 import { PROTOCOL_CREATE_OPTIONS, PROTOCOL_CREATE_SUMMARY } from '../block/create.js';
 import { parseOptString, splitOptString } from './optstr.js';
-import { parseSize } from './units.js';
+import { strtosz } from './units.js';
 
 /** qemu's check on one -o argument: no empty list, no dangling single comma at the end. */
 export function isValidOptionList(list: string): boolean {
@@ -71,7 +71,11 @@ function checkValue(spec: CreateOptionSpec, value: string): string {
       if (TRUE_WORDS.has(value) || FALSE_WORDS.has(value)) return value;
       throw new VdiskError('invalid-argument', 'BAD_OPTION', `Parameter '${spec.name}' expects 'on' or 'off'`);
     case 'size': {
-      const r = parseSize(value);
+      // qemu's parse_option_size: any uint64 is taken here, range errors are worded apart
+      const r = strtosz(value);
+      if (!r.ok && r.reason === 'range') {
+        throw new VdiskError('invalid-argument', 'BAD_OPTION', `Value '${value}' is out of range for parameter '${spec.name}'`);
+      }
       if (!r.ok) {
         throw new VdiskError('invalid-argument', 'BAD_OPTION', `Parameter '${spec.name}' expects a non-negative number below 2^64\n${SIZE_OPTION_HINT}`);
       }

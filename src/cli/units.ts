@@ -8,27 +8,71 @@ const SUFFIX: Record<string, number> = { b: 1, B: 1, k: 2 ** 10, K: 2 ** 10, m: 
 /** The largest size qemu accepts on the command line (INT64_MAX). */
 export const QEMU_MAX_SIZE = 2n ** 63n - 1n;
 
-export type SizeParse = { ok: true; value: bigint } | { ok: false; reason: 'invalid' | 'range' };
+export type SizeParse = { ok: true; value: bigint; hexSuffix?: true } | { ok: false; reason: 'invalid' | 'range' };
+
+const UINT64_MAX = 2n ** 64n - 1n;
 
 /**
- * Parse a size with an optional suffix (default unit: bytes). Fractions need a suffix other than
- * bytes, hex takes no fraction, and the result must fit in int64, as qemu_strtosz requires.
+ * qemu_strtosz: a decimal integer (strtoull: leading blanks and '+' allowed, no '-'), or hex
+ * without a fraction; then an optional fraction parsed as a C double (exponents refused, "1." is
+ * allowed) that needs a unit other than bytes unless it is zero; then an optional suffix. Hex with
+ * a suffix is accepted with a deprecation warning (hexSuffix). Values must fit in uint64.
  */
-export function parseSize(text: string, defaultUnit = 1): SizeParse {
-  const m = /^\s*(0[xX][0-9a-fA-F]+|[0-9]+)(\.[0-9]*)?([bBkKmMgGtTpPeE])?$/.exec(text);
-  if (!m) return { ok: false, reason: 'invalid' };
-  const [, intPart, frac, suffix] = m;
-  const isHex = /^0[xX]/.test(intPart!);
-  if (isHex && (frac !== undefined || suffix !== undefined)) return { ok: false, reason: 'invalid' };
-  const mul = suffix !== undefined ? SUFFIX[suffix]! : defaultUnit;
-  if (frac !== undefined && (mul === 1 || frac === '.')) return { ok: false, reason: 'invalid' };
-  let value = BigInt(intPart!) * BigInt(mul);
-  if (frac !== undefined && frac.length > 1) {
-    // qemu computes the fraction in double precision and truncates
-    value += BigInt(Math.floor(Number(`0${frac}`) * mul));
+export function strtosz(text: string, defaultUnit = 1): SizeParse {
+  const m = /^[ \t\n\v\f\r]*([+-]?)([0-9]+)/.exec(text);
+  if (!m || m[1] === '-') return { ok: false, reason: 'invalid' };
+  let rest = text.slice(m[0].length);
+  let value: bigint;
+  let hex = false;
+  let fraction = 0;
+  if (/^0+$/.test(m[2]!) && m[2]!.length === 1 && /^[xX][0-9a-fA-F]/.test(rest)) {
+    const h = /^[xX]([0-9a-fA-F]+)/.exec(rest)!;
+    value = BigInt(`0x${h[1]}`);
+    rest = rest.slice(h[0].length);
+    if (rest.startsWith('.')) return { ok: false, reason: 'invalid' };
+    hex = true;
+  } else {
+    value = BigInt(m[2]!);
+    if (rest.startsWith('.')) {
+      // strtod on ".digits[e...]": an exponent makes the whole input invalid; "e" without digits
+      // is not part of the number (so "1.5e" is 1.5 exabytes)
+      const f = /^\.[0-9]*/.exec(rest)![0];
+      if (f === '.') rest = rest.slice(1);
+      else {
+        if (/^[eE][+-]?[0-9]/.test(rest.slice(f.length))) return { ok: false, reason: 'invalid' };
+        fraction = Number(`0${f}`);
+        rest = rest.slice(f.length);
+      }
+    }
   }
-  if (value > QEMU_MAX_SIZE) return { ok: false, reason: 'range' };
-  return { ok: true, value };
+  if (value > UINT64_MAX) return { ok: false, reason: 'range' };
+  let mul = defaultUnit;
+  const suffix = rest.length > 0 ? SUFFIX[rest[0]!] : undefined;
+  if (suffix !== undefined) {
+    mul = suffix;
+    rest = rest.slice(1);
+  }
+  if (rest.length > 0) return { ok: false, reason: 'invalid' };
+  if (mul === 1 && fraction !== 0) return { ok: false, reason: 'invalid' };
+  // qemu computes the fraction in double precision and truncates
+  const frac = BigInt(Math.floor(fraction * mul));
+  const big = BigInt(mul);
+  if (value > (UINT64_MAX - frac) / big) return { ok: false, reason: 'range' };
+  const result: SizeParse = { ok: true, value: value * big + frac };
+  if (hex && suffix !== undefined) result.hexSuffix = true;
+  return result;
+}
+
+/** qemu's deprecation warning for hex sizes with a suffix ("0x10k"). */
+export function hexSuffixWarning(text: string): string {
+  return `warning: Using a multiplier suffix on hex numbers is deprecated: ${text}`;
+}
+
+/** A size on the command line: qemu_strtosz, and the result must fit in int64. */
+export function parseSize(text: string, defaultUnit = 1): SizeParse {
+  const r = strtosz(text, defaultUnit);
+  if (r.ok && r.value > QEMU_MAX_SIZE) return { ok: false, reason: 'range' };
+  return r;
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];

@@ -183,8 +183,14 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     if (a.compress && !driver.supportsCompression) {
       throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format');
     }
-    if (a.backing !== undefined && a.backingFmt === undefined && !a.noCreate) {
-      throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
+    if (!a.noCreate) {
+      // -B/-F are qemu's old-style spellings of -o backing_file/backing_fmt: either may name them
+      const values = parseCreateOptions(driver, a.options);
+      a.backing ??= values.get('backing_file');
+      a.backingFmt ??= values.get('backing_fmt');
+      if (a.backing !== undefined && a.backingFmt === undefined) {
+        throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
+      }
     }
   } catch (e) {
     for (const s of sources) await s.close();

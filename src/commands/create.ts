@@ -9,10 +9,11 @@ import { describe } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { printHelp } from '../cli/common.js';
 import { Secrets } from '../cli/optstr.js';
-import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
+import { hexSuffixWarning, parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, createSummary, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
-import { openImage, openLayer, resolveBackingName } from '../block/open.js';
+import { openImage, resolveBackingName } from '../block/open.js';
+import { hostPath } from '../block/filenames.js';
 import { VdiskError, errnoOf } from '../block/errors.js';
 import type { FormatDriver } from '../block/driver.js';
 
@@ -31,18 +32,8 @@ interface CreateArgs {
   secrets: Secrets;
 }
 
-/** Size of the backing image, opened as qemu-img does to validate it (and to print its probed format). */
-async function backingSize(filename: string, a: CreateArgs): Promise<number> {
-  const path = resolveBackingName(filename, a.backing!);
-  const img = await openImage(path, { readOnly: true, secrets: a.secrets, ...(a.backingFmt !== undefined ? { format: a.backingFmt } : {}) });
-  try {
-    return img.size;
-  } finally {
-    await img.close();
-  }
-}
-
 async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeArg: bigint | undefined, a: CreateArgs): Promise<number> {
+  hostPath(filename, true); // an unknown protocol prefix fails before the options are looked at, as in qemu
   const values = parseCreateOptions(driver, a.options);
   if (sizeArg !== undefined && values.has('size')) throw new VdiskError('invalid-argument', 'SIZE_TWICE', 'The image size must be specified only once');
   if (sizeArg !== undefined) values.set('size', sizeArg.toString());
@@ -57,25 +48,29 @@ async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeA
   }
   const backing = values.get('backing_file');
   const bfmt = values.get('backing_fmt');
-  if (backing !== undefined && bfmt === undefined) {
-    let detected = '';
-    try {
-      const img = await openLayer(resolveBackingName(filename, backing), { readOnly: true });
-      detected = `\nDetected format of ${img.format}.`;
-      await img.close();
-    } catch {
-      // an unopenable backing file gets the message alone
-    }
-    throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', `Backing file specified without backing format${detected}`);
+  if (backing === filename) {
+    throw new VdiskError('invalid-argument', 'BACKING_IS_SELF', 'Error: Trying to create an image with the same filename as the backing file');
   }
+  if (backing === '') throw new VdiskError('invalid-argument', 'EMPTY_BACKING', 'Expected backing file name, got empty string');
+  // qemu opens the backing image first (unless -u): its open error wins over a missing -F, and
+  // the probed format is named in a hint that has no newline of its own
   if (backing !== undefined && !a.unsafe) {
-    let size: number;
+    let img;
     try {
-      size = await backingSize(filename, { ...a, backing, ...(bfmt !== undefined ? { backingFmt: bfmt } : {}) });
+      img = await openImage(resolveBackingName(filename, backing), { readOnly: true, secrets: a.secrets, ...(bfmt !== undefined ? { format: bfmt } : {}) });
     } catch (e) {
       throw new VdiskError('not-found', 'BACKING_OPEN', `${describe(e)}\nCould not open backing image.`, {}, e);
     }
-    if (!values.has('size')) values.set('size', String(size));
+    try {
+      if (bfmt === undefined) {
+        throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT_DETECTED', `Backing file specified without backing format\nDetected format of ${img.format}.`);
+      }
+      if (!values.has('size')) values.set('size', String(img.size));
+    } finally {
+      await img.close();
+    }
+  } else if (backing !== undefined && bfmt === undefined) {
+    throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Backing file specified without backing format');
   }
   if (!values.has('size')) throw new VdiskError('invalid-argument', 'NO_SIZE', 'Image creation needs a size parameter');
   if (!a.quiet) cli.out(`Formatting '${filename}', ${createSummary(driver, values)}\n`);
@@ -150,6 +145,7 @@ export default async function createCommand(argv: string[], cli: Cli): Promise<n
       else for (const l of INVALID_SIZE_LINES) cli.error(l);
       return 1;
     }
+    if (s.hexSuffix) cli.error(hexSuffixWarning(r.operands[1]!));
     size = s.value;
   }
   if (r.operands.length > 2) return cli.usageError(`Unexpected argument: ${r.operands[2]}`);
@@ -158,6 +154,10 @@ export default async function createCommand(argv: string[], cli: Cli): Promise<n
     if (!driver.create) throw noCreate(a.fmt);
     return await runCreate(cli, driver, filename, size, a);
   } catch (e) {
+    if (e instanceof VdiskError && e.code === 'NO_BACKING_FORMAT_DETECTED') {
+      cli.errRaw(`${cli.prog}: ${filename}: ${e.message}`);
+      return 1;
+    }
     return cli.fail(e, `${filename}: `);
   }
 }

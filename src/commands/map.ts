@@ -54,11 +54,16 @@ function hex(n: number): string {
   return n === 0 ? '0' : `0x${n.toString(16)}`;
 }
 
-function humanEntry(e: MapEntry): string {
-  if (e.data && e.offset === undefined) {
+/**
+ * One line of the human format: only data that does not read as zeros. qemu folds every entry it
+ * does not print into "zero, no data" before looking at it, so a zeroed data run without a host
+ * offset is an error only as the first entry.
+ */
+function humanEntry(e: MapEntry, first: boolean): string {
+  if (e.data && e.offset === undefined && (first || !e.zero)) {
     throw new VdiskError('unsupported', 'MAP_UNMAPPABLE', 'File contains external, encrypted or compressed clusters.');
   }
-  if (!e.data || e.offset === undefined) return '';
+  if (!e.data || e.zero || e.offset === undefined) return '';
   return `${hex(e.start).padEnd(16)}${hex(e.length).padEnd(16)}${hex(e.offset).padEnd(16)}${e.filename ?? ''}\n`;
 }
 
@@ -70,11 +75,13 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
   };
   let cur: MapEntry | undefined;
   let first = true;
-  const emit = (e: MapEntry): void => {
+  // qemu writes an entry's separator as soon as the next entry is known, so output cut short by
+  // an error ends with ",\n" as qemu's does
+  const emit = (e: MapEntry, last: boolean): void => {
     if (fmt === 'json') {
-      out.push(first ? jsonEntry(e) : `,\n${jsonEntry(e)}`);
+      out.push(last ? jsonEntry(e) : `${jsonEntry(e)},\n`);
     } else {
-      out.push(humanEntry(e));
+      out.push(humanEntry(e, first));
     }
     first = false;
     if (out.length > 1024) flush();
@@ -87,14 +94,14 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
       const e = toEntry(off, st);
       if (cur && mergeable(cur, e)) cur.length += e.length;
       else {
-        if (cur) emit(cur);
+        if (cur) emit(cur, false);
         cur = e;
       }
       off += st.length;
     }
     // qemu prints one empty entry when the range is empty
     if (!cur && fmt === 'json') cur = { start, length: 0, depth: 0, present: false, zero: false, data: false };
-    if (cur) emit(cur);
+    if (cur) emit(cur, true);
     if (fmt === 'json') out.push(']\n');
   } finally {
     flush();

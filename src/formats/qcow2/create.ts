@@ -239,11 +239,16 @@ export type GrowHook = (filename: string, size: number, prealloc: Qcow2CreatePar
  */
 export async function createQcow2(ctx: CreateContext, grow?: GrowHook): Promise<void> {
   const p = qcow2CreateParams(ctx.size, ctx.options);
+  const simple = p.prealloc === 'off' && 3 + Math.ceil((l1Entries(p) * 8) / 2 ** p.clusterBits) <= refblockCoverage(p);
   if (p.dataFile !== undefined) {
     const df = await ctx.createFile(p.dataFile);
-    await df.close();
+    try {
+      // qemu's creation ends with a resize to the full size, which grows the data file too
+      if (simple) await df.truncate(p.size);
+    } finally {
+      await df.close();
+    }
   }
-  const simple = p.prealloc === 'off' && 3 + Math.ceil((l1Entries(p) * 8) / 2 ** p.clusterBits) <= refblockCoverage(p);
   const proto = await ctx.createFile(ctx.filename);
   try {
     await writeEmpty(proto, p, simple);

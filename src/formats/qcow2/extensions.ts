@@ -81,7 +81,9 @@ function decodeOne(ext: Extensions, type: number, data: Uint8Array, path: string
       ext.backingFormat = latin.decode(data);
       return;
     case EXT_FEATURE_TABLE:
-      for (let i = 0; i + FEATURE_ENTRY_BYTES <= data.length; i += FEATURE_ENTRY_BYTES) {
+      // qemu reads the table zero-padded, so a short last entry still names its bit, and an entry
+      // with an empty name ends the table
+      for (let i = 0; i + 2 < data.length && data[i + 2] !== 0; i += FEATURE_ENTRY_BYTES) {
         ext.features.push({ type: data[i]!, bit: data[i + 1]!, name: cString(data.subarray(i + 2, i + FEATURE_ENTRY_BYTES)) });
       }
       return;

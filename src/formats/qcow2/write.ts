@@ -51,6 +51,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Decide, once at open, whether writes can be honoured safely. */
   async prepareWrites(): Promise<void> {
     if (this.p.readOnly) return;
+    // as qemu does on every read-write open, even one that then writes nothing (check -r)
+    await this.clearUnknownAutoclear();
     const l = this.p.loaded;
     const h = l.header;
     const path = this.p.path;
@@ -109,7 +111,6 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     seedMetadata(p, alloc, rc);
     await this.checkRefcountsCoverMetadata(alloc, rc);
     this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path);
-    await this.clearUnknownAutoclear();
     return this.meta;
   }
 
