@@ -130,16 +130,31 @@ async function repairIfDirty(c: AmendContext, hooks: AmendHooks): Promise<void> 
   await c.markClean();
 }
 
-/** Splits progress between the operations of one amend that report it, as qemu's helper does. */
+/**
+ * Progress over the operations of one amend, as qemu's helper projects it: the work of the
+ * operations done so far plus the current one's, scaled up for those still to come.
+ */
 class Steps {
-  private index = 0;
+  private op = -1;
+  private doneOps = 0;
+  private doneWork = 0;
+  private lastWork = 0;
   constructor(private readonly total: number, private readonly hooks: AmendHooks) {}
-  report = (done: number, total: number): void => {
-    if (this.total <= 1) this.hooks.progress?.(done, total);
-    else this.hooks.progress?.(this.index * total + done, this.total * total);
-  };
-  next(): void {
-    this.index++;
+
+  reporter(op: number): (done: number, total: number) => void {
+    return (done, work) => {
+      if (op !== this.op) {
+        if (this.op >= 0) {
+          this.doneWork += this.lastWork;
+          this.doneOps++;
+        }
+        this.op = op;
+      }
+      this.lastWork = work;
+      const current = this.doneWork + work;
+      const projected = Math.floor((current * (this.total - this.doneOps - 1)) / (this.doneOps + 1));
+      this.hooks.progress?.(this.doneWork + done, current + projected);
+    };
   }
 }
 
@@ -152,20 +167,21 @@ export async function amendQcow2(c: AmendContext, values: Readonly<Record<string
   const encrypt = Object.keys(want.encryption).length > 0;
   const steps = new Steps(Number(want.version !== oldVersion) + Number(want.refcountOrder !== h.refcountOrder) + Number(encrypt), hooks);
   if (want.version > oldVersion) {
+    // qemu reports the upgrade as two halves: the snapshot table, then the header
+    const report = steps.reporter(0);
+    report(0, 2);
+    report(1, 2);
     await upgrade(c, want.version);
-    steps.report(1, 1);
-    steps.next();
+    report(2, 2);
   }
   if (encrypt) {
     await amendEncryption(c, want.encryption, force);
-    steps.next();
   }
   if (want.refcountOrder !== h.refcountOrder) {
     if (want.version < 3 && want.refcountOrder !== 4) {
       throw fail(p, 'QCOW2_AMEND_REFCOUNT_V2', 'Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)');
     }
-    await changeRefcountOrder(c, want.refcountOrder, steps.report);
-    steps.next();
+    await changeRefcountOrder(c, want.refcountOrder, steps.reporter(2));
   }
   await dataFileFields(c, want);
   if (want.backingGiven && (want.backingFile !== p.loaded.backing?.filename || want.backingFmt !== p.loaded.backing?.format)) {
@@ -174,7 +190,7 @@ export async function amendQcow2(c: AmendContext, values: Readonly<Record<string
   await lazyRefcounts(c, want);
   if (want.size !== 0) await c.resize(want.size);
   if (want.version < oldVersion) {
-    await downgradeToV2(c, steps.report);
+    await downgradeToV2(c, steps.reporter(3));
   }
 }
 

@@ -88,9 +88,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     await this.p.proto.flush();
   }
 
-  private async writer(): Promise<MetadataWriter> {
+  /**
+   * The metadata writer. `metadataOnly`: the caller changes metadata, never guest data (amend), so
+   * enabled persistent bitmaps cannot go stale and do not block it.
+   */
+  private async writer(metadataOnly = false): Promise<MetadataWriter> {
     this.checkIo();
-    if (this.writeBlocked) throw this.writeBlocked;
+    if (this.writeBlocked && !(metadataOnly && this.writeBlocked.code === 'QCOW2_BITMAPS_WRITE')) throw this.writeBlocked;
     if (this.meta) return this.meta;
     await this.repairDirty();
     const p = this.p;
@@ -484,7 +488,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   amend(values: Readonly<Record<string, string>>, force: boolean, hooks?: AmendHooks): Promise<void> {
     return this.serial(() => amendQcow2({
       p: this.p,
-      writer: () => this.writer(),
+      writer: () => this.writer(true),
       resetWriter: async () => {
         if (this.meta) await this.meta.flush();
         this.meta = undefined;
