@@ -148,6 +148,8 @@ export interface AmendHooks {
   progress?(done: number, total: number): void;
   /** A message qemu prints to stderr during the operation (repair findings, warnings), without prefix. */
   message?(text: string): void;
+  /** An error qemu reports on its own line (with the program's prefix) before the one that fails the amend. */
+  error?(text: string): void;
 }
 
 /** Named secrets from `--object secret,...`, looked up by id. */

@@ -132,6 +132,7 @@ async function amendImage(
     await img.layer.amend(values, force, {
       progress: (done, total) => progress.update(done, total),
       message: (t) => cli.errRaw(`${t}\n`),
+      error: (t) => cli.error(t),
     });
     return 0;
   } catch (e) {

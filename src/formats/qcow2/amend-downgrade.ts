@@ -8,7 +8,9 @@
  * table's refcount. The version changes last, in one header write, after all of it is on disk.
  */
 import { VdiskError } from '../../block/errors.js';
-import { INCOMPAT_COMPRESSION, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from './header.js';
+import type { AmendHooks } from '../../block/driver.js';
+import { INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from './header.js';
+import { MAX_L1_BYTES } from './limits.js';
 import { writeWholeHeader } from './header-write.js';
 import { L2E_COMPRESSED_HI, L2E_COPIED_HI, entryOffset } from './l1l2.js';
 import type { MetadataWriter } from './l2-update.js';
@@ -47,24 +49,68 @@ async function l1Tables(c: AmendContext): Promise<Uint8Array[]> {
   return out;
 }
 
-function l2At(c: AmendContext, l1: Uint8Array, i: number): number {
+const INT64_MAX = (1n << 63n) - 1n;
+const EXPAND_FAILED = 'Failed to turn zero into data clusters';
+
+/**
+ * qemu checks each snapshot's L1 table when the expansion reaches it; vdisk checks them all before
+ * changing anything, with the same messages.
+ */
+function checkSnapshotTables(c: AmendContext, hooks: AmendHooks): void {
+  const cs = BigInt(c.p.map.geo.clusterSize);
+  for (const s of c.p.loaded.snapshots) {
+    let why: [string, string] | undefined;
+    if (s.l1Size > MAX_L1_BYTES / 8) why = ['Snapshot L1 table too large', 'File too large'];
+    else if (INT64_MAX - BigInt(s.l1Size) * 8n < s.l1TableOffset || s.l1TableOffset % cs !== 0n) why = ['Snapshot L1 table offset invalid', 'Invalid argument'];
+    if (why) {
+      hooks.error?.(why[0]);
+      throw new VdiskError('invalid-format', 'QCOW2_DOWNGRADE_SNAPSHOT_L1', `${EXPAND_FAILED}: ${why[1]}`, { path: c.p.path, format: 'qcow2', op: 'amend' });
+    }
+  }
+}
+
+/** qemu's corruption event: the corrupt bit is set (v3), the event printed, the amend fails with EIO. */
+async function corruption(c: AmendContext, hooks: AmendHooks, what: string): Promise<VdiskError> {
+  const h = c.p.loaded.header;
+  hooks.message?.(`qcow2: Marking image as corrupt: ${what}; further corruption events will be suppressed`);
+  h.incompatibleFeatures |= INCOMPAT_CORRUPT;
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, h.incompatibleFeatures);
+  await c.p.proto.pwrite(b, 72);
+  await c.p.proto.flush();
+  return new VdiskError('corrupt', 'QCOW2_DOWNGRADE_CORRUPT', `${EXPAND_FAILED}: Input/output error`, { path: c.p.path, format: 'qcow2', op: 'amend' });
+}
+
+/** The L2 table offset of L1 entry `i` (0: none); unaligned ones are a corruption event. */
+async function l2At(c: AmendContext, l1: Uint8Array, i: number, hooks?: AmendHooks): Promise<number> {
   const dv = new DataView(l1.buffer, l1.byteOffset, l1.byteLength);
   const off = entryOffset(dv.getUint32(i * 8), dv.getUint32(i * 8 + 4), c.p.path, 'L2 table');
-  return off - (off % c.p.map.geo.clusterSize);
+  if (off % c.p.map.geo.clusterSize === 0) return off;
+  if (!hooks) return off - (off % c.p.map.geo.clusterSize);
+  throw await corruption(c, hooks, `L2 table offset ${hx(off)} unaligned (L1 index: ${hx0(i)})`);
+}
+
+function hx(n: number): string {
+  return `0x${n.toString(16)}`;
+}
+
+/** C's %#x: no 0x before zero. */
+function hx0(n: number): string {
+  return n === 0 ? '0' : hx(n);
 }
 
 async function hasCompressedClusters(c: AmendContext, meta: MetadataWriter): Promise<boolean> {
   const l1 = c.p.map.l1;
   const per = 2 ** c.p.map.geo.l2Bits;
   for (let i = 0; i < l1.length / 8; i++) {
-    const l2 = l2At(c, l1, i);
+    const l2 = await l2At(c, l1, i);
     if (l2 === 0) continue;
     for (let j = 0; j < per; j++) if ((await meta.entry(l2, j)).hi & L2E_COMPRESSED_HI) return true;
   }
   return false;
 }
 
-async function expandTable(c: AmendContext, meta: MetadataWriter, l2: number, zeros: Uint8Array): Promise<void> {
+async function expandTable(c: AmendContext, meta: MetadataWriter, l2: number, zeros: Uint8Array, hooks: AmendHooks): Promise<void> {
   const p = c.p;
   const cs = p.map.geo.clusterSize;
   const per = 2 ** p.map.geo.l2Bits;
@@ -73,6 +119,9 @@ async function expandTable(c: AmendContext, meta: MetadataWriter, l2: number, ze
     const e = await meta.entry(l2, j);
     if (e.hi & L2E_COMPRESSED_HI || !(e.lo & 1)) continue;
     let host = entryOffset(e.hi, e.lo, p.path, 'Cluster allocation');
+    if (host % cs !== 0) {
+      throw await corruption(c, hooks, `Cluster allocation offset ${hx(host)} unaligned (L2 offset: ${hx(l2)}, L2 index: ${hx0(j)})`);
+    }
     if (host === 0) {
       if (!p.backingReader.present) {
         await meta.setEntry(l2, j, { hi: 0, lo: 0, zeroBits: 0, allocBits: 0 });
@@ -89,15 +138,15 @@ async function expandTable(c: AmendContext, meta: MetadataWriter, l2: number, ze
 }
 
 /** Zero clusters in every L1 table's L2 tables, reporting progress per L1 entry as qemu does. */
-async function expandZeroClusters(c: AmendContext, meta: MetadataWriter, report: (done: number, total: number) => void): Promise<void> {
+async function expandZeroClusters(c: AmendContext, meta: MetadataWriter, report: (done: number, total: number) => void, hooks: AmendHooks): Promise<void> {
   const tables = await l1Tables(c);
   const total = tables.reduce((n, t) => n + t.length / 8, 0);
   const zeros = new Uint8Array(c.p.map.geo.clusterSize);
   let visited = 0;
   for (const l1 of tables) {
     for (let i = 0; i < l1.length / 8; i++) {
-      const l2 = l2At(c, l1, i);
-      if (l2 !== 0) await expandTable(c, meta, l2, zeros);
+      const l2 = await l2At(c, l1, i, hooks);
+      if (l2 !== 0) await expandTable(c, meta, l2, zeros, hooks);
       report(++visited, total);
     }
     if (meta.mustFlush) await meta.flush();
@@ -105,14 +154,15 @@ async function expandZeroClusters(c: AmendContext, meta: MetadataWriter, report:
   await meta.flush();
 }
 
-export async function downgradeToV2(c: AmendContext, report: (done: number, total: number) => void): Promise<void> {
+export async function downgradeToV2(c: AmendContext, report: (done: number, total: number) => void, hooks: AmendHooks): Promise<void> {
   checkDowngrade(c);
+  checkSnapshotTables(c, hooks);
   const meta = await c.writer();
   const h = c.p.loaded.header;
   if (h.compressionType !== 0 && await hasCompressedClusters(c, meta)) {
     throw refuse(c, 'QCOW2_DOWNGRADE_ZSTD', 'Cannot downgrade an image with zstd compression type and existing compressed clusters');
   }
-  await expandZeroClusters(c, meta, report);
+  await expandZeroClusters(c, meta, report, hooks);
   await c.resetWriter();
   await c.p.proto.flush();
   await writeWholeHeader(c.p, {

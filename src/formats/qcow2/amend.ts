@@ -16,6 +16,7 @@ import {
 import { writeWholeHeader } from './header-write.js';
 import { checkQcow2 } from './check.js';
 import { downgradeToV2 } from './amend-downgrade.js';
+import { upgradeToV3 } from './amend-upgrade.js';
 import { changeRefcountOrder } from './amend-refcount.js';
 import type { Qcow2Parts } from './layer.js';
 import type { MetadataWriter } from './l2-update.js';
@@ -167,12 +168,7 @@ export async function amendQcow2(c: AmendContext, values: Readonly<Record<string
   const encrypt = Object.keys(want.encryption).length > 0;
   const steps = new Steps(Number(want.version !== oldVersion) + Number(want.refcountOrder !== h.refcountOrder) + Number(encrypt), hooks);
   if (want.version > oldVersion) {
-    // qemu reports the upgrade as two halves: the snapshot table, then the header
-    const report = steps.reporter(0);
-    report(0, 2);
-    report(1, 2);
-    await upgrade(c, want.version);
-    report(2, 2);
+    await upgradeToV3(c, steps.reporter(0));
   }
   if (encrypt) {
     await amendEncryption(c, want.encryption, force);
@@ -190,13 +186,8 @@ export async function amendQcow2(c: AmendContext, values: Readonly<Record<string
   await lazyRefcounts(c, want);
   if (want.size !== 0) await c.resize(want.size);
   if (want.version < oldVersion) {
-    await downgradeToV2(c, steps.reporter(3));
+    await downgradeToV2(c, steps.reporter(3), hooks);
   }
-}
-
-async function upgrade(c: AmendContext, version: number): Promise<void> {
-  await c.resetWriter();
-  await writeWholeHeader(c.p, { ...c.p.loaded.header, version, refcountOrder: c.p.loaded.header.refcountOrder });
 }
 
 /** data-file-raw is cleared (or kept), the data file name changed, and the header rewritten in any case. */
