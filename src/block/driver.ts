@@ -130,13 +130,26 @@ export interface FormatLayer {
   readonly snapshots?: SnapshotOps;
   /** Unallocate everything so the backing chain shows through (commit empties the top this way). */
   makeEmpty?(): Promise<void>;
-  /** Change format options of an existing image (qemu-img amend); values already checked against amendOptions. */
-  amend?(values: Readonly<Record<string, string>>, force: boolean): Promise<void>;
+  /**
+   * Change format options of an existing image (qemu-img amend); values already checked against
+   * amendOptions. `hooks` (optional) receive progress and the messages qemu prints on the way.
+   */
+  amend?(values: Readonly<Record<string, string>>, force: boolean, hooks?: AmendHooks): Promise<void>;
   /**
    * Record another backing file name (stored as given) and format in the image, or none (null
    * or ''); only the header changes (qemu-img rebase -u, and the last step of a safe rebase).
    */
   changeBacking?(filename: string | null, format: string | null): Promise<void>;
+}
+
+/** What an amend reports while it runs (qemu-img prints both). */
+export interface AmendHooks {
+  /** Work done of the whole amend, as qemu's status callback reports it. */
+  progress?(done: number, total: number): void;
+  /** A message qemu prints to stderr during the operation (repair findings, warnings), without prefix. */
+  message?(text: string): void;
+  /** An error qemu reports on its own line (with the program's prefix) before the one that fails the amend. */
+  error?(text: string): void;
 }
 
 /** Named secrets from `--object secret,...`, looked up by id. */

@@ -3,6 +3,17 @@
  * progress has moved by at least one percent, then a final newline. SIGUSR1 prints the current
  * value once even without -p, as qemu-img does.
  */
+/**
+ * qemu keeps the value in a C float and prints it with "%3.2f": the float's exact value rounded,
+ * ties to even (3.125 prints as 3.12, where toFixed would say 3.13).
+ */
+function percent(pct: number): string {
+  const y = Math.fround(pct) * 100;
+  let n = Math.round(y);
+  if (y - Math.floor(y) === 0.5 && Math.floor(y) % 2 === 0) n = Math.floor(y);
+  return `${Math.floor(n / 100)}.${String(n % 100).padStart(2, '0')}`;
+}
+
 export class Progress {
   private last = -1;
   private current = 0;
@@ -11,6 +22,8 @@ export class Progress {
   constructor(
     private readonly enabled: boolean,
     private readonly write: (s: string) => void,
+    /** qemu prints every report of 0 % (amend's walks report one after the opening 0 %). */
+    private readonly repeatZero = false,
   ) {
     process.on('SIGUSR1', this.onSignal);
     if (enabled) {
@@ -20,17 +33,26 @@ export class Progress {
   }
 
   private print(pct: number): void {
-    this.write(`    (${pct.toFixed(2)}/100%)\r`);
+    this.write(`    (${percent(pct)}/100%)\r`);
   }
 
   update(done: number, total: number): void {
     const pct = total > 0 ? Math.min(100, (done * 100) / total) : 100;
     this.current = pct;
     if (!this.enabled) return;
-    if (pct - this.last >= 1 || (pct === 100 && this.last !== 100)) {
+    // qemu prints a move of a percent either way (amend's refcount walks can step back)
+    if (pct - this.last >= 1 || this.last - pct > 1 || (pct === 100 && this.last !== 100) || (pct === 0 && this.repeatZero)) {
       this.print(pct);
       this.last = pct;
     }
+  }
+
+  /** qemu-img amend's ending: one closing 100 % whatever was printed before, then the newline. */
+  end(newline = true): void {
+    process.off('SIGUSR1', this.onSignal);
+    if (!this.enabled) return;
+    this.print(100);
+    if (newline) this.write('\n');
   }
 
   finish(): void {

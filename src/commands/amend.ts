@@ -6,7 +6,7 @@ import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
 import { printHelp } from '../cli/common.js';
 import { accumulateOptions, isValidOptionList, optionHelpLines, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
-import { parseOptString } from '../cli/optstr.js';
+import { Progress } from '../cli/progress.js';
 import { loadFormatDriver } from '../block/create.js';
 import { VdiskError } from '../block/errors.js';
 import type { FormatDriver } from '../block/driver.js';
@@ -15,17 +15,28 @@ import type { Image } from '../block/image.js';
 /** Formats whose options qemu-img amend can change. */
 const QEMU_AMENDABLE = new Set(['qcow2', 'luks']);
 
-/** Check the -o list against the format's amend options, with qemu's wording for create-only ones. */
+/**
+ * Check the -o list against the format's amend options as qemu parses it: option by option, the
+ * first unknown name or bad value fails; an unknown name gets qemu's hint when the whole list
+ * would parse as create options.
+ */
 function amendValues(driver: FormatDriver, list: string): Record<string, string> {
-  const allowed = new Set((driver.amendOptions ?? []).map((s) => s.name));
-  for (const [k] of parseOptString(list)) {
-    if (!allowed.has(k)) {
-      const createOnly = (driver.createOptions ?? []).some((s) => s.name === k);
-      throw new VdiskError('invalid-argument', 'BAD_OPTION',
-        createOnly ? `Invalid parameter '${k}'\nThis option is only supported for image creation` : `Invalid parameter '${k}'`);
+  const amendOnly: FormatDriver = { ...driver, createOptions: driver.amendOptions ?? [] };
+  try {
+    return Object.fromEntries(parseCreateOptions(amendOnly, list, []));
+  } catch (e) {
+    if (!(e instanceof VdiskError) || !e.message.startsWith('Invalid parameter')) throw e;
+    const both: FormatDriver = { ...driver, createOptions: [...(driver.amendOptions ?? []), ...(driver.createOptions ?? [])] };
+    let createOnly = false;
+    try {
+      parseCreateOptions(both, list, []);
+      createOnly = true;
+    } catch {
+      createOnly = false;
     }
+    if (!createOnly) throw e;
+    throw new VdiskError('invalid-argument', 'BAD_OPTION', `${e.message}\nThis option is only supported for image creation`);
   }
-  return Object.fromEntries(parseCreateOptions(driver, list, []));
 }
 
 export default async function amendCommand(argv: string[], cli: Cli): Promise<number> {
@@ -44,6 +55,8 @@ export default async function amendCommand(argv: string[], cli: Cli): Promise<nu
   const args = newImageArgs((t) => cli.errRaw(t));
   let options: string | undefined;
   let force = false;
+  let progress = false;
+  let quiet = false;
   for (const o of r.options) {
     const v = o.value ?? '';
     switch (o.key) {
@@ -58,12 +71,28 @@ export default async function amendCommand(argv: string[], cli: Cli): Promise<nu
       case 'object':
         try { args.secrets.add(v); } catch (e) { return cli.fail(e); }
         break;
-      case 't': case 'p': case 'q': break;
+      case 'p': progress = true; break;
+      case 'q': quiet = true; break;
+      case 't': break;
     }
   }
   if (options === undefined) return cli.usageError('Must specify options (-o)');
   if (args.imageOpts && args.format !== undefined) return cli.usageError(IMAGE_OPTS_AND_FORMAT);
-  const filename = r.operands[0];
+  // qemu-img's -p ends every run past this point with a newline, whatever happened
+  const bar = { shown: progress && !quiet, started: undefined as Progress | undefined };
+  try {
+    return await amendImage(cli, args, r.operands, options, force, bar);
+  } finally {
+    if (bar.started) bar.started.end();
+    else if (bar.shown) cli.out('\n');
+  }
+}
+
+async function amendImage(
+  cli: Cli, args: ReturnType<typeof newImageArgs>, operands: readonly string[], options: string, force: boolean,
+  bar: { shown: boolean; started: Progress | undefined },
+): Promise<number> {
+  const filename = operands[0];
   if (wantsHelp(options) && filename === undefined && args.format !== undefined) {
     try {
       const driver = await loadFormatDriver(args.format);
@@ -74,7 +103,7 @@ export default async function amendCommand(argv: string[], cli: Cli): Promise<nu
       return cli.fail(e);
     }
   }
-  if (filename === undefined || r.operands.length > 1) {
+  if (filename === undefined || operands.length > 1) {
     cli.error('Expecting one image file name');
     return 1;
   }
@@ -97,9 +126,19 @@ export default async function amendCommand(argv: string[], cli: Cli): Promise<nu
       cli.out(`Amend options for '${driver.name}':\n${optionHelpLines(driver.amendOptions)}`);
       return 0;
     }
-    await img.layer.amend(amendValues(driver, options), force);
+    const values = amendValues(driver, options);
+    const progress = new Progress(bar.shown, (t) => cli.out(t), true);
+    bar.started = progress;
+    await img.layer.amend(values, force, {
+      progress: (done, total) => progress.update(done, total),
+      message: (t) => cli.errRaw(`${t}\n`),
+      error: (t) => cli.error(t),
+    });
     return 0;
   } catch (e) {
+    // qemu prints the closing 100 % before the error, and the newline after it
+    bar.started?.end(false);
+    bar.started = undefined;
     return cli.fail(e);
   } finally {
     await img.close();

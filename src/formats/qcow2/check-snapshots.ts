@@ -49,7 +49,7 @@ function cString(t: string): string {
 }
 
 /** One entry as qemu writes it (no padding after it). */
-function encodeEntry(s: Snapshot): Uint8Array {
+export function encodeEntry(s: Snapshot): Uint8Array {
   const enc = new TextEncoder();
   const id = enc.encode(cString(s.id));
   const name = enc.encode(cString(s.name));

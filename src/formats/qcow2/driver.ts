@@ -37,6 +37,7 @@ import { L2_CACHE_BYTES } from './limits.js';
 import { LuksVolume } from './luks.js';
 import type { Qcow2Parts } from './layer.js';
 import { Qcow2Layer } from './write.js';
+import { qcow2AmendOptions } from './amend.js';
 
 async function openCrypto(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
   const h = p.loaded.header;
@@ -127,4 +128,5 @@ export const qcow2Driver: FormatDriver = {
   create: (ctx) => createQcow2(ctx, (f, size, pa) => growNew(ctx, f, size, pa)),
   supportsCompression: true,
   measure: measureQcow2,
+  amendOptions: qcow2AmendOptions,
 };

@@ -131,7 +131,8 @@ export async function loadImage(proto: Protocol, ctx: OpenContext): Promise<Load
     out.backing = ext.backingFormat !== undefined ? { filename: backingName, format: ext.backingFormat } : { filename: backingName };
   }
   if (h.incompatibleFeatures & INCOMPAT_DATA_FILE) {
-    const name = ctx.options['data-file'] ?? ext.dataFile;
+    // data-file.filename is the file protocol's key for it (--image-opts data-file.filename=...)
+    const name = ctx.options['data-file'] ?? ctx.options['data-file.filename'] ?? ext.dataFile;
     if (name !== undefined) out.dataFileName = name;
   }
   const snapName = ctx.options['snapshot.name'] ?? ctx.options['snapshot.id'];

@@ -6,7 +6,7 @@
  * from the backing file, a compressed or shared cluster, or zeros), then the mapping switches.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
+import type { AmendHooks, CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
 import { SnapshotEditor } from './snapshot-ops.js';
 import { CompressedWriter } from './compressed-write.js';
 import { checkQcow2 } from './check.js';
@@ -19,6 +19,7 @@ import { ClusterAllocator } from './cluster-alloc.js';
 import { MetadataWriter, type RawEntry } from './l2-update.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
 import { growImage, shrinkImage } from './resize.js';
+import { amendQcow2 } from './amend.js';
 
 const FLAG_AUTO = 2;
 const ALL_SUBCLUSTERS = 0xffffffff;
@@ -89,9 +90,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     await this.p.proto.flush();
   }
 
-  private async writer(): Promise<MetadataWriter> {
+  /**
+   * The metadata writer. `metadataOnly`: the caller changes metadata, never guest data (amend), so
+   * enabled persistent bitmaps cannot go stale and do not block it.
+   */
+  private async writer(metadataOnly = false): Promise<MetadataWriter> {
     this.checkIo();
-    if (this.writeBlocked) throw this.writeBlocked;
+    if (this.writeBlocked && !(metadataOnly && this.writeBlocked.code === 'QCOW2_BITMAPS_WRITE')) throw this.writeBlocked;
     if (this.meta) return this.meta;
     await this.repairDirty();
     const p = this.p;
@@ -477,7 +482,25 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   }
 
   truncate(size: number, opts: TruncateOptions): Promise<void> {
-    return this.serial(async () => {
+    return this.serial(() => this.resize(size, opts));
+  }
+
+  /** qemu-img amend, under the layer's lock (./amend.ts). */
+  amend(values: Readonly<Record<string, string>>, force: boolean, hooks?: AmendHooks): Promise<void> {
+    return this.serial(() => amendQcow2({
+      p: this.p,
+      writer: () => this.writer(true),
+      resetWriter: async () => {
+        if (this.meta) await this.meta.flush();
+        this.meta = undefined;
+      },
+      resize: (size) => this.resize(size, { prealloc: 'off', shrink: true }),
+      markClean: () => this.markClean(),
+    }, values, force, hooks ?? {}));
+  }
+
+  private async resize(size: number, opts: TruncateOptions): Promise<void> {
+    {
       const path = this.p.path;
       const fail = (code: string, msg: string): VdiskError => new VdiskError('invalid-argument', code, msg, { path, format: 'qcow2', op: 'resize' });
       if (this.p.loaded.header.version < 3 && this.p.loaded.snapshots.length > 0) {
@@ -494,7 +517,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
         await growImage(ctx, size, opts.prealloc);
       }
       this.invalidateCompressed();
-    });
+    }
   }
 
   async close(): Promise<void> {
