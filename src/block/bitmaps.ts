@@ -49,8 +49,8 @@ function ops(img: Image): BitmapOps {
   return img.layer.bitmaps!;
 }
 
-/** Add an empty persistent bitmap; without `granularity`, the format's default. */
-export async function addBitmap(img: Image, name: string, granularity: number | undefined, enabled: boolean): Promise<void> {
+/** The checks of addBitmap, in qemu's order, without adding; returns the granularity to use. */
+export function checkAddBitmap(img: Image, name: string, granularity: number | undefined): number {
   if (granularity !== undefined && (granularity < MIN_BITMAP_GRANULARITY || (granularity & (granularity - 1)) !== 0)) {
     throw err('invalid-argument', 'BITMAP_GRANULARITY', `Granularity must be power of 2 and at least ${MIN_BITMAP_GRANULARITY}`);
   }
@@ -64,7 +64,13 @@ export async function addBitmap(img: Image, name: string, granularity: number | 
     throw err('unsupported', 'BITMAP_CANNOT_STORE', `Can't make bitmap '${name}' persistent in '${nodeName(img)}': ${msg}`, e);
   }
   if (o.list().some((b) => b.name === name)) throw err('invalid-argument', 'BITMAP_EXISTS', `Bitmap already exists: ${name}`);
-  await o.add(name, g, enabled);
+  return g;
+}
+
+/** Add an empty persistent bitmap; without `granularity`, the format's default. */
+export async function addBitmap(img: Image, name: string, granularity: number | undefined, enabled: boolean): Promise<void> {
+  const g = checkAddBitmap(img, name, granularity);
+  await img.layer.bitmaps!.add(name, g, enabled);
 }
 
 export async function removeBitmap(img: Image, name: string): Promise<void> {

@@ -18,6 +18,7 @@ import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
 import { copyImage, COPY_MAX_IN_FLIGHT, type CopySegment } from '../block/copy.js';
 import { VdiskError } from '../block/errors.js';
 import type { Image } from '../block/image.js';
+import { checkSourceBitmaps, checkTargetBitmaps, copyBitmaps } from './convert-bitmaps.js';
 
 const CACHE_MODES = new Set(['none', 'writeback', 'writethrough', 'directsync', 'unsafe', 'off']);
 /** -S accepts multiples of 512 up to 16 MiB (qemu-img's limit). */
@@ -39,6 +40,8 @@ interface ConvertArgs {
   progress: boolean;
   quiet: boolean;
   snapshot?: string;
+  bitmaps?: boolean;
+  skipBrokenBitmaps?: boolean;
 }
 
 const LONG_OPTIONS = [
@@ -137,7 +140,9 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'image-opts': a.src.imageOpts = true; break;
       case 'target-image-opts': a.targetImageOpts = true; break;
       case 'target-is-zero': a.targetIsZero = true; break;
-      case 'salvage': case 'bitmaps': case 'skip-broken-bitmaps': break;
+      case 'bitmaps': a.bitmaps = true; break;
+      case 'skip-broken-bitmaps': a.skipBrokenBitmaps = true; break;
+      case 'salvage': break;
     }
   }
   if (a.quiet) a.progress = false;
@@ -173,6 +178,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
   const sources = await openSources(files.slice(0, -1), a);
   let driver;
   try {
+    if (a.bitmaps) checkSourceBitmaps(sources[0]!, a.skipBrokenBitmaps === true);
     driver = await loadFormatDriver(outFmt);
     if (!driver.create && !a.noCreate) throw noCreate(outFmt);
     if (a.compress && !driver.supportsCompression) {
@@ -207,6 +213,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
     target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    if (a.bitmaps) checkTargetBitmaps(target);
     if (target.size < total) {
       throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
     }
@@ -231,6 +238,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     } finally {
       progress.finish();
     }
+    if (a.bitmaps) await copyBitmaps(sources[0]!, target, a.skipBrokenBitmaps === true, (m) => cli.error(`warning: ${m}`));
     await target.flush();
     return 0;
   } finally {
@@ -254,6 +262,14 @@ export default async function convertCommand(argv: string[], cli: Cli): Promise<
   }
   if (files.length < 2) {
     cli.error('Must specify image file name');
+    return 1;
+  }
+  if (a.skipBrokenBitmaps && !a.bitmaps) {
+    cli.error('Use of --skip-broken-bitmaps requires --bitmaps');
+    return 1;
+  }
+  if (a.bitmaps && files.length > 2) {
+    cli.error('Copying bitmaps only possible with single source');
     return 1;
   }
   if (a.targetIsZero && !a.noCreate) {
