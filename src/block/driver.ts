@@ -246,6 +246,8 @@ export interface MeasureInput {
   sourceBitmapBytes?: number;
   /** Allocation of the source per cluster-aligned run, when measuring from an image. */
   extents?: AsyncIterable<{ offset: number; length: number; data: boolean; zero: boolean }>;
+  /** The source's persistent bitmaps (with sourceBitmapBytes): a target that can carry them sizes them. */
+  sourceBitmaps?: ReadonlyArray<{ name: string; granularity: number }>;
 }
 
 export interface MeasureResult {
