@@ -140,6 +140,48 @@ export interface FormatLayer {
    * or ''); only the header changes (qemu-img rebase -u, and the last step of a safe rebase).
    */
   changeBacking?(filename: string | null, format: string | null): Promise<void>;
+  /** Persistent dirty bitmaps (qcow2); absent: the format cannot store any. */
+  readonly bitmaps?: BitmapOps;
+}
+
+/** One persistent dirty bitmap as the image stores it. */
+export interface PersistentBitmap {
+  name: string;
+  granularity: number;
+  /** Records guest writes (qcow2's "auto" flag). */
+  enabled: boolean;
+  /** Not saved cleanly (qcow2's "in-use" flag): its bits cannot be trusted. */
+  inconsistent: boolean;
+}
+
+/** A bitmap's bits: bit i (LSB first in each byte) covers guest bytes [i * granularity, (i + 1) * granularity) of `size`. */
+export interface BitmapBits {
+  granularity: number;
+  size: number;
+  bits: Uint8Array;
+}
+
+/**
+ * Persistent dirty bitmap storage of one layer. Generic rules (names exist, inconsistent bitmaps
+ * are not used, sizes match) are the block layer's (src/block/bitmaps.ts); a layer enforces only
+ * what its format cannot store, worded as qemu's reason.
+ */
+export interface BitmapOps {
+  /** The image can store persistent bitmaps at all (qcow2 v3). */
+  readonly supported: boolean;
+  /** Granularity of a bitmap added without one. */
+  readonly defaultGranularity: number;
+  /** Bitmaps in the image's order. */
+  list(): PersistentBitmap[];
+  /** Throws the format's reason when a new bitmap with this name and granularity cannot be stored. */
+  checkNew(name: string, granularity: number): void;
+  add(name: string, granularity: number, enabled: boolean): Promise<void>;
+  remove(name: string): Promise<void>;
+  clear(name: string): Promise<void>;
+  setEnabled(name: string, enabled: boolean): Promise<void>;
+  read(name: string): Promise<BitmapBits>;
+  /** Set every bit of bitmap `name` whose range overlaps a set bit of `src` (same size, any granularity). */
+  merge(name: string, src: BitmapBits): Promise<void>;
 }
 
 /** What an amend reports while it runs (qemu-img prints both). */
@@ -217,6 +259,8 @@ export interface MeasureInput {
   sourceBitmapBytes?: number;
   /** Allocation of the source per cluster-aligned run, when measuring from an image. */
   extents?: AsyncIterable<{ offset: number; length: number; data: boolean; zero: boolean }>;
+  /** The source's persistent bitmaps (with sourceBitmapBytes): a target that can carry them sizes them. */
+  sourceBitmaps?: ReadonlyArray<{ name: string; granularity: number }>;
 }
 
 export interface MeasureResult {

@@ -19,6 +19,7 @@ import { copyImage, COPY_MAX_IN_FLIGHT, type CopySegment } from '../block/copy.j
 import { VdiskError } from '../block/errors.js';
 import { parseCacheMode, type CacheMode } from '../block/open.js';
 import type { Image } from '../block/image.js';
+import { checkSourceBitmaps, checkTargetBitmaps, copyBitmaps } from './convert-bitmaps.js';
 
 /** -S accepts multiples of 512 up to 16 MiB (qemu-img's limit). */
 const MAX_SPARSE_SIZE = 16 << 20;
@@ -41,6 +42,8 @@ interface ConvertArgs {
   snapshot?: string;
   /** -t: the output's cache mode; qemu-img convert's default is unsafe (no flushes). */
   cache: CacheMode;
+  bitmaps?: boolean;
+  skipBrokenBitmaps?: boolean;
 }
 
 const LONG_OPTIONS = [
@@ -142,7 +145,9 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'image-opts': a.src.imageOpts = true; break;
       case 'target-image-opts': a.targetImageOpts = true; break;
       case 'target-is-zero': a.targetIsZero = true; break;
-      case 'salvage': case 'bitmaps': case 'skip-broken-bitmaps': break;
+      case 'bitmaps': a.bitmaps = true; break;
+      case 'skip-broken-bitmaps': a.skipBrokenBitmaps = true; break;
+      case 'salvage': break;
     }
   }
   if (a.quiet) a.progress = false;
@@ -178,6 +183,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
   const sources = await openSources(files.slice(0, -1), a);
   let driver;
   try {
+    if (a.bitmaps) checkSourceBitmaps(sources[0]!, a.skipBrokenBitmaps === true);
     driver = await loadFormatDriver(outFmt);
     if (!driver.create && !a.noCreate) throw noCreate(outFmt);
     if (a.compress && !driver.supportsCompression) {
@@ -218,6 +224,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
     target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, cache: a.cache, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    if (a.bitmaps) checkTargetBitmaps(target);
     if (target.size < total) {
       throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
     }
@@ -242,6 +249,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     } finally {
       progress.finish();
     }
+    if (a.bitmaps) await copyBitmaps(sources[0]!, target, a.skipBrokenBitmaps === true, (m) => cli.error(`warning: ${m}`));
     await target.flush();
     return 0;
   } finally {
@@ -265,6 +273,14 @@ export default async function convertCommand(argv: string[], cli: Cli): Promise<
   }
   if (files.length < 2) {
     cli.error('Must specify image file name');
+    return 1;
+  }
+  if (a.skipBrokenBitmaps && !a.bitmaps) {
+    cli.error('Use of --skip-broken-bitmaps requires --bitmaps');
+    return 1;
+  }
+  if (a.bitmaps && files.length > 2) {
+    cli.error('Copying bitmaps only possible with single source');
     return 1;
   }
   if (a.targetIsZero && !a.noCreate) {

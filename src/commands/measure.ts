@@ -35,18 +35,11 @@ async function measureWith(driver: FormatDriver, input: MeasureInput): Promise<M
   return driver.measure(input);
 }
 
-/**
- * Persistent bitmaps of the source, for formats that carry them (qcow2). vdisk does not size
- * non-empty bitmaps yet, so it answers only when there are none.
- */
-async function sourceBitmapBytes(img: Image): Promise<number | undefined> {
-  if (img.format !== 'qcow2') return undefined;
-  const info = await img.info();
-  const b = info.formatSpecific?.data['bitmaps'];
-  if (Array.isArray(b) && b.length > 0) {
-    throw new VdiskError('unsupported', 'MEASURE_BITMAPS', 'vdisk cannot measure images with persistent bitmaps yet');
-  }
-  return 0;
+/** Persistent bitmaps of a source that can carry them (qcow2 v3: "bitmaps size" is printed). */
+function sourceBitmaps(img: Image): Pick<MeasureInput, 'sourceBitmapBytes' | 'sourceBitmaps'> {
+  if (!img.layer.bitmaps?.supported) return {};
+  const list = img.layer.bitmaps.list();
+  return { sourceBitmapBytes: 0, sourceBitmaps: list.map((b) => ({ name: b.name, granularity: b.granularity })) };
 }
 
 function snapshotOptions(param: string): Record<string, string> {
@@ -134,9 +127,7 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
     if (filename !== undefined) {
       const extra = snapshot !== undefined ? { options: snapshotOptions(snapshot) } : {};
       img = await openForCommand(filename, args, { readOnly: true, ...extra });
-      input = { size: img.size, options: values, extents: extentsOf(img) };
-      const bitmaps = await sourceBitmapBytes(img);
-      if (bitmaps !== undefined) input.sourceBitmapBytes = bitmaps;
+      input = { size: img.size, options: values, extents: extentsOf(img), ...sourceBitmaps(img) };
     } else {
       input = { size: Number(size), options: values };
     }

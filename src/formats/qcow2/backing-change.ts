@@ -11,16 +11,13 @@ import type { Qcow2Parts } from './layer.js';
 
 const enc = new TextEncoder();
 
-export async function changeBacking(p: Qcow2Parts, filename: string | null, format: string | null): Promise<void> {
+/**
+ * Write the first cluster's header area in one write: header `nh`, extensions `ext` and the
+ * backing file name `name` right after them (the header's backing fields are set here).
+ */
+export async function writeHeaderArea(p: Qcow2Parts, nh0: RawHeader, ext: Extensions, name: Uint8Array | undefined = currentName(p)): Promise<RawHeader> {
   const h = p.loaded.header;
   const cs = p.loaded.clusterSize;
-  const name = filename !== null && filename !== '' ? enc.encode(filename) : undefined;
-  if (name && name.length > MAX_BACKING_NAME_BYTES) {
-    throw new VdiskError('invalid-argument', 'BACKING_NAME_TOO_LONG', 'Invalid argument', { path: p.path });
-  }
-  const ext: Extensions = { ...p.loaded.ext };
-  if (name && format !== null) ext.backingFormat = format;
-  else delete ext.backingFormat;
   const extBytes = encodeExtensions(ext);
   const nameOffset = h.headerLength + extBytes.length;
   const end = nameOffset + (name ? name.length : 0);
@@ -30,7 +27,7 @@ export async function changeBacking(p: Qcow2Parts, filename: string | null, form
   const head = new Uint8Array(cs);
   // keep header bytes past the fields vdisk knows (a longer header_length) as they are
   await p.proto.pread(head.subarray(0, h.headerLength), 0);
-  const nh: RawHeader = { ...h, backingFileOffset: name ? BigInt(nameOffset) : 0n, backingFileSize: name ? name.length : 0 };
+  const nh: RawHeader = { ...nh0, backingFileOffset: name ? BigInt(nameOffset) : 0n, backingFileSize: name ? name.length : 0 };
   encodeHeader(nh, head.subarray(0, Math.min(h.headerLength, h.version < 3 ? V2_HEADER_BYTES : V3_HEADER_BYTES)));
   head.set(extBytes, h.headerLength);
   if (name) head.set(name, nameOffset);
@@ -38,6 +35,22 @@ export async function changeBacking(p: Qcow2Parts, filename: string | null, form
   await p.proto.flush?.();
   p.loaded.header = nh;
   p.loaded.ext = ext;
+  return nh;
+}
+
+function currentName(p: Qcow2Parts): Uint8Array | undefined {
+  return p.loaded.backing ? enc.encode(p.loaded.backing.filename) : undefined;
+}
+
+export async function changeBacking(p: Qcow2Parts, filename: string | null, format: string | null): Promise<void> {
+  const name = filename !== null && filename !== '' ? enc.encode(filename) : undefined;
+  if (name && name.length > MAX_BACKING_NAME_BYTES) {
+    throw new VdiskError('invalid-argument', 'BACKING_NAME_TOO_LONG', 'Invalid argument', { path: p.path });
+  }
+  const ext: Extensions = { ...p.loaded.ext };
+  if (name && format !== null) ext.backingFormat = format;
+  else delete ext.backingFormat;
+  await writeHeaderArea(p, p.loaded.header, ext, name);
   if (name) {
     p.loaded.backing = ext.backingFormat !== undefined ? { filename: filename!, format: ext.backingFormat } : { filename: filename! };
   } else {

@@ -1,5 +1,6 @@
 /**
- * Persistent dirty bitmaps (qcow2.txt "Bitmaps"): only the directory is read, for `info`.
+ * Persistent dirty bitmaps (qcow2.txt "Bitmaps"): the directory, read for `info`; changes are in
+ * ./bitmap-store.ts.
  *
  *   0 bitmap_table_offset u64 | 8 bitmap_table_size u32 | 12 flags u32 (0 in_use, 1 auto)
  *  16 type u8 | 17 granularity_bits u8 | 18 name_size u16 | 20 extra_data_size u32 | extra | name | pad 8
@@ -15,11 +16,15 @@ export interface BitmapEntry {
   flags: number;
   tableOffset: bigint;
   tableSize: number;
+  /** 1: dirty tracking bitmap, the only type the spec defines. */
+  type: number;
+  /** Extra data, kept as found (writers that do not know it keep it only with extra_data_compatible). */
+  extra: Uint8Array;
 }
 
-const ENTRY_FIXED = 24;
-const FLAG_IN_USE = 1;
-const FLAG_AUTO = 2;
+export const ENTRY_FIXED = 24;
+export const FLAG_IN_USE = 1;
+export const FLAG_AUTO = 2;
 
 export async function readBitmapDirectory(proto: Protocol, ext: BitmapsExt, path: string): Promise<BitmapEntry[]> {
   const size = toSafe(ext.directorySize, 'Bitmap directory', path);
@@ -40,6 +45,8 @@ export async function readBitmapDirectory(proto: Protocol, ext: BitmapsExt, path
       tableSize: dv.getUint32(off + 8),
       flags: dv.getUint32(off + 12),
       granularityBits: dv.getUint8(off + 17),
+      type: dv.getUint8(off + 16),
+      extra: dir.slice(off + ENTRY_FIXED, off + ENTRY_FIXED + extra),
       name: utf8.decode(dir.subarray(off + ENTRY_FIXED + extra, end)),
     });
     off = Math.ceil(end / 8) * 8;

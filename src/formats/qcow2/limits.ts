@@ -36,3 +36,12 @@ export const L2_CACHE_BYTES = 32 << 20;
 
 /** Memory for cached refcount blocks. */
 export const REFCOUNT_CACHE_BYTES = 4 << 20;
+
+/** Bits of one persistent bitmap in bytes (qemu's BME_MAX_PHYS_SIZE): 512 MiB, held in memory to change it. */
+export const MAX_BITMAP_DATA_BYTES = 0x20000000;
+
+/** Entries of one bitmap table (qemu's BME_MAX_TABLE_SIZE). */
+export const MAX_BITMAP_TABLE_ENTRIES = 0x8000000;
+
+/** Longest bitmap name (qemu's BME_MAX_NAME_SIZE). */
+export const MAX_BITMAP_NAME_BYTES = 1023;

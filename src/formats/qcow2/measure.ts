@@ -10,6 +10,7 @@
 import type { MeasureInput, MeasureResult } from '../../block/driver.js';
 import { qcow2CreateParams } from './create.js';
 import { VdiskError } from '../../block/errors.js';
+import { entryBytes } from './bitmap-store.js';
 
 const L1_ENTRY_BYTES = 8;
 const REFTABLE_ENTRY_BYTES = 8;
@@ -61,6 +62,18 @@ async function allocatedDataBytes(input: MeasureInput, clusterSize: number): Pro
   return total;
 }
 
+/** Bitmap tables, data clusters (counted even where all zeros) and the directory for the source's bitmaps. */
+function bitmapsBytes(input: MeasureInput, clusterSize: number): number {
+  let total = 0;
+  let dir = 0;
+  for (const b of input.sourceBitmaps ?? []) {
+    const clusters = Math.ceil(Math.ceil(Math.ceil(input.size / b.granularity) / 8) / clusterSize);
+    total += roundUp(clusters * 8, clusterSize) + clusters * clusterSize;
+    dir += entryBytes(b.name, 0);
+  }
+  return total + roundUp(dir, clusterSize);
+}
+
 export async function measureQcow2(input: MeasureInput): Promise<MeasureResult> {
   let p;
   try {
@@ -75,7 +88,7 @@ export async function measureQcow2(input: MeasureInput): Promise<MeasureResult> 
   const clusterSize = 2 ** p.clusterBits;
   const virtual = roundUp(p.size, clusterSize);
   const fully = fullyAllocatedBytes(virtual, clusterSize, p.refcountOrder, p.extendedL2);
-  const bitmaps = input.sourceBitmapBytes !== undefined ? { bitmaps: input.sourceBitmapBytes } : {};
+  const bitmaps = input.sourceBitmapBytes !== undefined ? { bitmaps: input.sourceBitmapBytes + bitmapsBytes(input, clusterSize) } : {};
   if (p.prealloc === 'full' || p.prealloc === 'falloc') return { required: fully, fullyAllocated: fully, ...bitmaps };
   const data = await allocatedDataBytes(input, clusterSize);
   return { required: fully - virtual + data, fullyAllocated: fully, ...bitmaps };

@@ -6,7 +6,8 @@
  * from the backing file, a compressed or shared cluster, or zeros), then the mapping switches.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { AmendHooks, CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
+import type { AmendHooks, BitmapOps, CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
+import { DirtyTracker, Qcow2Bitmaps } from './bitmap-ops.js';
 import { SnapshotEditor } from './snapshot-ops.js';
 import { CompressedWriter } from './compressed-write.js';
 import { checkQcow2 } from './check.js';
@@ -21,16 +22,17 @@ import { MAX_IMAGE_SIZE } from '../../block/limits.js';
 import { growImage, shrinkImage } from './resize.js';
 import { amendQcow2 } from './amend.js';
 
-const FLAG_AUTO = 2;
 const ALL_SUBCLUSTERS = 0xffffffff;
 
 export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   private lock: Promise<unknown> = Promise.resolve();
   private meta: MetadataWriter | undefined;
   private writeBlocked: VdiskError | undefined;
+  private readonly dirty: DirtyTracker;
 
   constructor(p: Qcow2Parts) {
     super(p);
+    this.dirty = new DirtyTracker(p);
   }
 
   get granularity(): number {
@@ -59,8 +61,6 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const path = this.p.path;
     if (h.cryptMethod !== 0 && !this.p.luks?.unlocked) {
       this.writeBlocked = new VdiskError('unsupported', 'QCOW2_ENCRYPTED_WRITE', `Could not write to '${path}': vdisk does not write encrypted qcow2 images`, { path, format: 'qcow2' });
-    } else if (l.bitmaps.some((b) => b.flags & FLAG_AUTO)) {
-      this.writeBlocked = new VdiskError('unsupported', 'QCOW2_BITMAPS_WRITE', `Could not write to '${path}': vdisk cannot keep its enabled persistent dirty bitmaps up to date`, { path, format: 'qcow2' });
     }
   }
 
@@ -181,9 +181,17 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return this.serial(() => super.blockStatus(offset, length));
   }
 
+  /** The writer for a guest write of [offset, offset + length): enabled bitmaps record it first. */
+  private async guestWriter(offset: number, length: number): Promise<MetadataWriter> {
+    const meta = await this.writer();
+    await this.dirty.begin(meta);
+    this.dirty.mark(offset, length);
+    return meta;
+  }
+
   write(buf: Uint8Array, offset: number): Promise<void> {
     return this.serial(async () => {
-      const meta = await this.writer();
+      const meta = await this.guestWriter(offset, buf.length);
       await this.writeData(meta, buf, offset);
       if (meta.mustFlush) await meta.flush();
     });
@@ -325,7 +333,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Whole clusters compressed (convert -c); the last one may be short at the end of the image. */
   writeCompressed(buf: Uint8Array, offset: number): Promise<void> {
     return this.serial(async () => {
-      const meta = await this.writer();
+      const meta = await this.guestWriter(offset, buf.length);
       const path = this.p.path;
       if (this.p.data !== this.p.proto || this.p.luks) {
         throw new VdiskError('unsupported', 'QCOW2_NO_COMPRESSION', this.p.luks ? 'Compression is not supported for encrypted images' : 'Compression is not supported with an external data file', { path, format: 'qcow2' });
@@ -347,7 +355,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
 
   writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
     return this.serial(async () => {
-      const meta = await this.writer();
+      const meta = await this.guestWriter(offset, length);
       const g = this.p.map.geo;
       const unit = g.extL2 ? g.subclusterSize : g.clusterSize;
       // zero flags need v3; a raw data file must hold the zeros itself
@@ -423,7 +431,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
 
   private clearClusters(offset: number, length: number, unallocate: boolean): Promise<void> {
     return this.serial(async () => {
-      const meta = await this.writer();
+      const meta = await this.guestWriter(offset, length);
       const g = this.p.map.geo;
       const h = this.p.loaded.header;
       const backing = this.p.backingReader.present && !unallocate;
@@ -457,6 +465,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       apply: (idOrName) => this.serial(async () => { await ed.apply(idOrName); done(); }),
       delete: (name) => this.serial(async () => { await ed.delete(name); done(); }),
     };
+  }
+
+  /** Persistent dirty bitmaps, each operation under the layer's lock. */
+  get bitmaps(): BitmapOps {
+    return new Qcow2Bitmaps(this.p, () => this.writer(), (fn) => this.serial(fn));
   }
 
   check(repair: RepairMode): Promise<CheckResult> {
@@ -521,6 +534,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   }
 
   async close(): Promise<void> {
+    // the bits of enabled bitmaps written through are stored, and their in-use flag cleared, last
+    if (this.meta) {
+      const meta = this.meta;
+      await this.serial(() => this.dirty.finish(meta));
+    }
     if (this.p.data && this.p.data !== this.p.proto) await this.p.data.close();
   }
 }
