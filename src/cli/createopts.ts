@@ -78,10 +78,11 @@ function checkValue(spec: CreateOptionSpec, value: string): string {
       return r.value.toString();
     }
     case 'number':
-      if (!/^(0[xX][0-9a-fA-F]+|[0-9]+)$/.test(value)) {
-        throw new VdiskError('invalid-argument', 'BAD_OPTION', `Parameter '${spec.name}' expects a non-negative number`);
+      // qemu parses numbers as unsigned 64-bit (strtou64: "-1" wraps); a negative value stays as typed
+      if (!/^-?(0[xX][0-9a-fA-F]+|[0-9]+)$/.test(value)) {
+        throw new VdiskError('invalid-argument', 'BAD_OPTION', `Parameter '${spec.name}' expects a number`);
       }
-      return BigInt(value).toString();
+      return value.startsWith('-') ? value : BigInt(value).toString();
     default:
       return value;
   }
