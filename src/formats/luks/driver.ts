@@ -142,6 +142,7 @@ async function createLuks(ctx: CreateContext): Promise<void> {
 /** A LUKS image holds its header area plus every guest byte (encryption makes nothing sparse). */
 async function measureLuks(input: MeasureInput): Promise<MeasureResult> {
   const params = luksCreateParams(input.options, '');
+  if (input.options['key-secret'] === undefined) throw new VdiskError('invalid-argument', 'LUKS_NO_KEY', "Parameter 'key-secret' is required for cipher");
   const total = headerSectors(params.spec) * SECTOR + Math.ceil(input.size / SECTOR) * SECTOR;
   return { required: total, fullyAllocated: total };
 }

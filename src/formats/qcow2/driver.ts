@@ -81,7 +81,9 @@ async function growNew(ctx: CreateContext, filename: string, size: number, preal
   const proto = await FileProtocol.open(filename, { readOnly: false });
   const dir = dirname(filename);
   const octx: OpenContext = {
-    filename, readOnly: false, options: {}, secrets: ctx.secrets,
+    filename, readOnly: false, secrets: ctx.secrets,
+    // an encrypted image is unlocked with its new key to be grown
+    options: ctx.options['encrypt.key-secret'] !== undefined ? { 'encrypt.key-secret': ctx.options['encrypt.key-secret'] } : {},
     backing: { present: false, read: async (buf) => { buf.fill(0); } },
     openFile: (name, ro) => FileProtocol.open(isAbsolute(name) ? name : join(dir, name), { readOnly: ro }),
   };
