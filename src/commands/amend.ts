@@ -25,7 +25,8 @@ function amendValues(driver: FormatDriver, list: string): Record<string, string>
         createOnly ? `Invalid parameter '${k}'\nThis option is only supported for image creation` : `Invalid parameter '${k}'`);
     }
   }
-  return Object.fromEntries(parseCreateOptions(driver, list, []));
+  // typed against the amend list: some amend options (encrypt.state...) are no create options
+  return Object.fromEntries(parseCreateOptions({ ...driver, createOptions: driver.amendOptions ?? [] }, list, []));
 }
 
 export default async function amendCommand(argv: string[], cli: Cli): Promise<number> {

@@ -53,14 +53,15 @@ async function matchingSlots(vol: LuksVolume, io: LuksIo, secret: Uint8Array): P
 export async function amendLuksKeys(vol: LuksVolume, io: LuksIo, values: Readonly<Record<string, string>>, prefix: string, secrets: SecretStore, force: boolean, _path: string): Promise<void> {
   const get = (k: string): string | undefined => values[prefix + k];
   const state = get('state');
-  if (state === undefined) fail(`Parameter '${prefix}state' is missing`);
-  if (state !== 'active' && state !== 'inactive') fail(`Parameter '${prefix}state' does not accept value '${state}'`);
+  if (state === undefined) fail("Parameter 'state' is missing");
+  if (state !== 'active' && state !== 'inactive') fail(`Parameter 'state' does not accept value '${state}'`);
   const ks = get('keyslot');
   let keyslot: number | undefined;
   if (ks !== undefined) {
-    const n = Number(ks);
-    if (!Number.isSafeInteger(n) || n < 0 || n >= LUKS_SLOT_COUNT) fail(`Invalid keyslot ${ks.startsWith('-') ? ks : BigInt.asIntN(32, BigInt(ks))} specified, must be between 0 and ${LUKS_SLOT_COUNT - 1}`);
-    keyslot = n;
+    // qemu takes the number as u64 and prints it as a 32-bit unsigned value (-1: 4294967295)
+    const wrapped = BigInt.asUintN(32, BigInt.asUintN(64, BigInt(ks)));
+    if (wrapped >= BigInt(LUKS_SLOT_COUNT) || BigInt(ks) >= 1n << 64n) fail(`Invalid keyslot ${wrapped} specified, must be between 0 and ${LUKS_SLOT_COUNT - 1}`);
+    keyslot = Number(wrapped);
   }
   const oldId = get('old-secret');
   const newId = get('new-secret');
@@ -79,11 +80,16 @@ export async function amendLuksKeys(vol: LuksVolume, io: LuksIo, values: Readonl
   }
   if (newId !== undefined) fail("'new-secret' must not be given when erasing keyslots");
   if (get('iter-time') !== undefined) fail("'iter-time' must not be given when erasing keyslots");
-  if (keyslot !== undefined && oldId !== undefined) fail("Only one of 'keyslot' and 'old-secret' can be given when erasing keyslots");
   const active = activeSlots(vol);
   let erase: number[];
   if (keyslot !== undefined) {
-    if (!active.includes(keyslot)) return;
+    if (!active.includes(keyslot)) {
+      if (force) return;
+      fail(`Given keyslot ${keyslot} is already erased (inactive) `);
+    }
+    if (oldId !== undefined && !(await matchingSlots(vol, io, secretOf(secrets, oldId))).includes(keyslot)) {
+      fail(`Given keyslot ${keyslot} doesn't contain the given old password for erase operation`);
+    }
     if (active.length === 1 && !force) {
       fail(`Attempt to erase the only active keyslot ${keyslot} which will erase all the data in the image irreversibly - refusing operation`);
     }

@@ -36,6 +36,7 @@ import { ClusterMap, geometry } from './l1l2.js';
 import { TableCache } from './l2-cache.js';
 import { L2_CACHE_BYTES } from './limits.js';
 import { openCrypto } from './crypto.js';
+import { qcow2EncryptAmendOptions } from './amend-encrypt.js';
 import type { Qcow2Parts } from './layer.js';
 import { Qcow2Layer } from './write.js';
 
@@ -62,7 +63,7 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
   const map = new ClusterMap(geo, loaded.l1, new TableCache(proto, geo.clusterSize, L2_CACHE_BYTES), ctx.filename);
   const p: Qcow2Parts = {
     path: ctx.filename, proto, data: hasDataFile ? undefined : proto, loaded, map, backingReader: ctx.backing,
-    readOnly: ctx.readOnly || loaded.snapshot !== undefined,
+    readOnly: ctx.readOnly || loaded.snapshot !== undefined, secrets: ctx.secrets,
   };
   try {
     if (hasDataFile) await openDataFile(p, ctx);
@@ -108,4 +109,9 @@ export const qcow2Driver: FormatDriver = {
   create: (ctx) => createQcow2(ctx, (f, size, pa) => growNew(ctx, f, size, pa)),
   supportsCompression: true,
   measure: measureQcow2,
+  // qemu's amend list; only the encrypt.* options are applied so far (see Qcow2Layer.amend)
+  amendOptions: [
+    ...qcow2CreateOptions.filter((o) => ['backing_file', 'backing_fmt', 'compat', 'data_file', 'data_file_raw', 'lazy_refcounts', 'refcount_bits', 'size'].includes(o.name)),
+    ...qcow2EncryptAmendOptions,
+  ],
 };

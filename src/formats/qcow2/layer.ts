@@ -3,7 +3,7 @@
  * reach this state through the same object.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { BackingReader, JsonObject, LayerInfo, LayerStatus } from '../../block/driver.js';
+import type { BackingReader, JsonObject, LayerInfo, LayerStatus, SecretStore } from '../../block/driver.js';
 import type { Protocol } from '../../protocols/types.js';
 import {
   AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, CRYPT_AES, CRYPT_LUKS, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
@@ -31,6 +31,8 @@ export interface Qcow2Parts {
   luks?: Qcow2Crypto;
   /** Why reads are refused (missing key secret, missing data file), worded as qemu's open error. */
   ioBlocked?: VdiskError;
+  /** The open's secrets (key-slot amend looks up new and old passphrases). */
+  secrets?: SecretStore;
 }
 
 export class Qcow2Reader {

@@ -19,6 +19,7 @@ import { ClusterAllocator } from './cluster-alloc.js';
 import { MetadataWriter, type RawEntry } from './l2-update.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
 import { growImage, shrinkImage } from './resize.js';
+import { ENCRYPT_AMEND_PREFIX, amendEncryption } from './amend-encrypt.js';
 
 const FLAG_AUTO = 2;
 const ALL_SUBCLUSTERS = 0xffffffff;
@@ -493,6 +494,16 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
         await growImage(ctx, size, opts.prealloc);
       }
       this.invalidateCompressed();
+    });
+  }
+
+  /** qemu-img amend: the encrypt.* key-slot options (./amend-encrypt.ts); other options not yet. */
+  amend(values: Readonly<Record<string, string>>, force: boolean): Promise<void> {
+    return this.serial(async () => {
+      if (Object.keys(values).some((k) => !k.startsWith(ENCRYPT_AMEND_PREFIX))) {
+        throw new VdiskError('unsupported', 'AMEND_NOT_YET', "vdisk cannot amend 'qcow2' images yet", { path: this.p.path, format: 'qcow2' });
+      }
+      await amendEncryption(this.p, values, force, this.p.secrets ?? { get: () => undefined });
     });
   }
 
