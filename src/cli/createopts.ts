@@ -84,7 +84,7 @@ function checkValue(spec: CreateOptionSpec, value: string): string {
     case 'number': {
       // qemu parses numbers with strtoull semantics: a leading '-' wraps around (-1 is 2^64-1)
       const m = /^(-?)(0[xX][0-9a-fA-F]+|[0-9]+)$/.exec(value);
-      if (!m) throw new VdiskError('invalid-argument', 'BAD_OPTION', `Parameter '${spec.name}' expects a non-negative number`);
+      if (!m) throw new VdiskError('invalid-argument', 'BAD_OPTION', `Parameter '${spec.name}' expects a number`);
       if (BigInt(m[2]!) >= 1n << 64n) throw new VdiskError('invalid-argument', 'BAD_OPTION', `Value '${value}' is too large for parameter '${spec.name}'`);
       const n = BigInt(m[2]!);
       return (m[1] && n !== 0n ? (1n << 64n) - n : n).toString();

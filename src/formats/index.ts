@@ -41,7 +41,7 @@ export const FORMATS: readonly FormatEntry[] = [
   detectedOnly('vdi', probeVdi),
   detectedOnly('qed', probeQed),
   detectedOnly('qcow', probeQcow),
-  detectedOnly('luks', probeLuks),
+  { name: 'luks', probe: probeLuks, load: async () => (await import('./luks/driver.js')).luksDriver, readable: true, creatable: true },
   detectedOnly('parallels', probeParallels),
   detectedOnly('bochs', probeBochs),
   detectedOnly('cloop', probeCloop),

@@ -6,7 +6,7 @@
  * (after what would stop it has gone). Each step leaves a consistent image on its own.
  *
  * The downgrade is in ./amend-downgrade.ts, the refcount width change in ./amend-refcount.ts; LUKS
- * key slot changes (encrypt.*) are not done here yet: `amendEncryption` is where they plug in.
+ * key slot changes (encrypt.*) are ./amend-encrypt.ts's.
  */
 import { VdiskError } from '../../block/errors.js';
 import type { AmendHooks, CreateOptionSpec } from '../../block/driver.js';
@@ -19,6 +19,7 @@ import { downgradeToV2 } from './amend-downgrade.js';
 import { upgradeToV3 } from './amend-upgrade.js';
 import { changeRefcountOrder } from './amend-refcount.js';
 import type { Qcow2Parts } from './layer.js';
+import { amendEncryption } from './amend-encrypt.js';
 import type { MetadataWriter } from './l2-update.js';
 
 /** `-o` options qemu-img amend accepts for qcow2 (`-o help` sorts them). */
@@ -110,14 +111,6 @@ function plan(p: Qcow2Parts, v: Readonly<Record<string, string>>): Plan {
   return out;
 }
 
-/**
- * Where LUKS key slot management (encrypt.state, keyslot, old-secret, new-secret, iter-time) plugs
- * in; vdisk does not change key slots yet.
- */
-async function amendEncryption(c: AmendContext, _values: Readonly<Record<string, string>>, _force: boolean): Promise<void> {
-  throw fail(c.p, 'QCOW2_AMEND_KEYSLOTS', 'vdisk cannot amend LUKS key slots yet', 'unsupported');
-}
-
 /** A dirty image is repaired first, as qemu repairs one when it opens it read-write. */
 async function repairIfDirty(c: AmendContext, hooks: AmendHooks): Promise<void> {
   const p = c.p;
@@ -171,7 +164,7 @@ export async function amendQcow2(c: AmendContext, values: Readonly<Record<string
     await upgradeToV3(c, steps.reporter(0));
   }
   if (encrypt) {
-    await amendEncryption(c, want.encryption, force);
+    await amendEncryption(p, want.encryption, force, p.secrets ?? { get: () => undefined });
   }
   if (want.refcountOrder !== h.refcountOrder) {
     if (want.version < 3 && want.refcountOrder !== 4) {

@@ -7,11 +7,19 @@
  *   cluster 3: L1 table (exactly l1_size * 8 bytes; the file ends there)
  *
  * Preallocation (metadata, falloc, full) starts from the same empty image and grows it through the
- * qcow2 layer's own truncate, as qemu does. Encrypted creation is not supported yet.
+ * qcow2 layer's own truncate, as qemu does.
+ *
+ * Encrypted images (encrypt.format=luks) put the LUKS header area right after the L1 table, as
+ * qemu does, zero-filled and counted by the refcounts; more refcount blocks (and table clusters)
+ * are laid out after cluster 1 when one block cannot count everything (small clusters).
+ * encrypt.format=aes (or encryption=on) only sets crypt_method 1: legacy AES has no header.
  */
 import { VdiskError } from '../../block/errors.js';
 import type { CreateContext, CreateOptionSpec } from '../../block/driver.js';
 import type { Protocol } from '../../protocols/types.js';
+import { luksCreateParams, luksSecret } from '../../crypto/luks/options.js';
+import { LuksVolume, headerSectors, type LuksCreateParams } from '../../crypto/luks/volume.js';
+import { LUKS_SECTOR } from '../../crypto/luks/header.js';
 
 export const qcow2CreateOptions: readonly CreateOptionSpec[] = [
   { name: 'size', type: 'size', help: 'Virtual disk size' },
@@ -52,6 +60,10 @@ const HEADER_V3_BYTES = 112;
 const EXT_BACKING_FORMAT = 0xe2792aca;
 const EXT_DATA_FILE = 0x44415441;
 const EXT_FEATURE_TABLE = 0x6803f857;
+const EXT_CRYPTO = 0x0537be77;
+const CRYPT_AES = 1;
+const CRYPT_LUKS = 2;
+const ENCRYPT_PREFIX = 'encrypt.';
 const FEATURE_NAMES: ReadonlyArray<[number, number, string]> = [
   [0, 0, 'dirty bit'], [0, 1, 'corrupt bit'], [0, 2, 'external data file'], [0, 3, 'compression type'],
   [0, 4, 'extended L2 entries'], [1, 0, 'lazy refcounts'], [2, 0, 'bitmaps'], [2, 1, 'raw external data'],
@@ -71,6 +83,10 @@ export interface Qcow2CreateParams {
   dataFile?: string;
   dataFileRaw: boolean;
   prealloc: 'off' | 'metadata' | 'falloc' | 'full';
+  /** Legacy AES (crypt_method 1) or LUKS with its creation parameters. */
+  encrypt?: { format: 'aes' } | { format: 'luks'; luks: LuksCreateParams };
+  /** Where create placed the LUKS header area (clusters), for the crypto header extension. */
+  crypto?: { offset: number; length: number };
 }
 
 function fail(msg: string): never {
@@ -109,13 +125,40 @@ export function qcow2CreateParams(size: number, o: Readonly<Record<string, strin
   if (p.backingFile !== undefined && pa !== 'off' && !p.extendedL2) {
     fail('Backing file and preallocation can only be used at the same time if extended_l2 is on');
   }
-  if (o['encryption'] !== undefined && TRUE.has(o['encryption']) || o['encrypt.format'] !== undefined) {
-    throw new VdiskError('unsupported', 'QCOW2_CREATE_ENCRYPTED', 'vdisk cannot create encrypted qcow2 images yet', { format: 'qcow2' });
-  }
+  const enc = encryptParams(o);
+  if (enc) p.encrypt = enc;
   if (l1Entries(p) * 8 > MAX_L1_BYTES) {
     throw new VdiskError('invalid-argument', 'QCOW2_TOO_LARGE', "The image size is too large for file format 'qcow2' (try using a larger cluster size)", { format: 'qcow2' });
   }
   return p;
+}
+
+/** encrypt.* options with qemu's checks and messages (the key secret is looked up at creation). */
+function encryptParams(o: Readonly<Record<string, string>>): Qcow2CreateParams['encrypt'] {
+  const alias = o['encryption'];
+  let format = o['encrypt.format'];
+  if (alias !== undefined && format !== undefined) fail("'encrypt.format' and its alias 'encryption' can't be used at the same time");
+  if (alias !== undefined && TRUE.has(alias)) format = 'aes';
+  const others = Object.keys(o).filter((k) => k.startsWith(ENCRYPT_PREFIX) && k !== 'encrypt.format');
+  if (format === undefined) {
+    if (others.length > 0) fail("Parameter 'encrypt.format' is missing");
+    return undefined;
+  }
+  if (format !== 'aes' && format !== 'luks') fail(`Parameter 'format' does not accept value '${format}'`);
+  if (format === 'aes') {
+    const extra = others.find((k) => k !== 'encrypt.key-secret');
+    if (extra !== undefined) fail(`Parameter '${extra}' is unexpected`);
+    if (o['encrypt.key-secret'] === undefined) fail("Parameter 'encrypt.key-secret' is required for cipher");
+    return { format: 'aes' };
+  }
+  const luks = luksCreateParams(o, ENCRYPT_PREFIX);
+  if (o['encrypt.key-secret'] === undefined) fail("Parameter 'encrypt.key-secret' is required for cipher");
+  return { format: 'luks', luks };
+}
+
+/** Bytes of the LUKS header area qcow2 stores for these options (0 without LUKS). */
+export function luksHeaderBytes(p: Qcow2CreateParams): number {
+  return p.encrypt?.format === 'luks' ? headerSectors(p.encrypt.luks.spec) * LUKS_SECTOR : 0;
 }
 
 function l1Entries(p: Qcow2CreateParams): number {
@@ -143,6 +186,12 @@ function extensions(p: Qcow2CreateParams): Buffer {
   };
   if (p.backingFormat !== undefined && p.backingFile !== undefined) ext(EXT_BACKING_FORMAT, Buffer.from(p.backingFormat));
   if (p.dataFile !== undefined) ext(EXT_DATA_FILE, Buffer.from(p.dataFile));
+  if (p.crypto) {
+    const c = Buffer.alloc(16);
+    be64(c, 0, p.crypto.offset);
+    be64(c, 8, p.crypto.length);
+    ext(EXT_CRYPTO, c);
+  }
   // qemu adds the feature name table only when it leaves room in the header cluster (not at 512 B)
   const used = parts.reduce((n, x) => n + x.length, 0);
   const tableBytes = 8 + FEATURE_NAMES.length * 48;
@@ -160,7 +209,7 @@ function extensions(p: Qcow2CreateParams): Buffer {
 }
 
 /** Cluster 0: the header with its extensions and the backing file name. */
-export function encodeHeader(p: Qcow2CreateParams, l1Offset: number, l1Size: number): Buffer {
+export function encodeHeader(p: Qcow2CreateParams, l1Offset: number, l1Size: number, reftableClusters = 1): Buffer {
   const clusterSize = 2 ** p.clusterBits;
   const hlen = p.version === 3 ? HEADER_V3_BYTES : HEADER_V2_BYTES;
   const ext = extensions(p);
@@ -175,10 +224,11 @@ export function encodeHeader(p: Qcow2CreateParams, l1Offset: number, l1Size: num
   }
   be32(b, 20, p.clusterBits);
   be64(b, 24, p.size);
+  if (p.encrypt) be32(b, 32, p.encrypt.format === 'aes' ? CRYPT_AES : CRYPT_LUKS);
   be32(b, 36, l1Size);
   be64(b, 40, l1Offset);
   be64(b, 48, clusterSize);
-  be32(b, 56, 1);
+  be32(b, 56, reftableClusters);
   if (p.version === 3) {
     let incompat = 0;
     if (p.dataFile !== undefined) incompat |= 1 << 2;
@@ -212,18 +262,68 @@ function refcountBlock(clusterSize: number, order: number, n: number): Buffer {
   return b;
 }
 
-async function writeEmpty(proto: Protocol, p: Qcow2CreateParams, withL1: boolean): Promise<void> {
+/**
+ * Where everything goes: header, refcount table (from cluster 1), refcount blocks, L1, LUKS area.
+ * With one table cluster and one block this is qemu's layout (table 1, block 2, L1 3).
+ */
+interface Layout {
+  tableClusters: number;
+  blocks: number;
+  l1Cluster: number;
+  l1Clusters: number;
+  cryptoCluster: number;
+  cryptoClusters: number;
+  total: number;
+}
+
+function layout(p: Qcow2CreateParams, l1Size: number): Layout {
+  const cs = 2 ** p.clusterBits;
+  const l1Clusters = Math.ceil((l1Size * 8) / cs);
+  const cryptoClusters = Math.ceil(luksHeaderBytes(p) / cs);
+  const coverage = refblockCoverage(p);
+  let blocks = 1;
+  let tableClusters = 1;
+  for (;;) {
+    const total = 1 + tableClusters + blocks + l1Clusters + cryptoClusters;
+    const nb = Math.ceil(total / coverage);
+    const nt = Math.ceil((nb * 8) / cs);
+    if (nb <= blocks && nt <= tableClusters) {
+      const l1Cluster = 1 + tableClusters + blocks;
+      return { tableClusters, blocks, l1Cluster, l1Clusters, cryptoCluster: l1Cluster + l1Clusters, cryptoClusters, total };
+    }
+    blocks = Math.max(blocks, nb);
+    tableClusters = Math.max(tableClusters, nt);
+  }
+}
+
+async function writeEmpty(proto: Protocol, p: Qcow2CreateParams, withL1: boolean): Promise<Layout> {
   const cs = 2 ** p.clusterBits;
   const l1Size = withL1 ? l1Entries(p) : 0;
-  const l1Clusters = Math.ceil((l1Size * 8) / cs);
-  const used = 3 + l1Clusters;
+  const lay = layout(p, l1Size);
+  if (lay.cryptoClusters > 0) p.crypto = { offset: lay.cryptoCluster * cs, length: luksHeaderBytes(p) };
   await proto.truncate(0);
-  await proto.pwrite(encodeHeader(p, l1Size ? 3 * cs : 0, l1Size), 0);
-  const table = Buffer.alloc(cs);
-  be64(table, 0, 2 * cs);
+  await proto.pwrite(encodeHeader(p, l1Size ? lay.l1Cluster * cs : 0, l1Size, lay.tableClusters), 0);
+  const table = Buffer.alloc(lay.tableClusters * cs);
+  for (let i = 0; i < lay.blocks; i++) be64(table, i * 8, (1 + lay.tableClusters + i) * cs);
   await proto.pwrite(table, cs);
-  await proto.pwrite(refcountBlock(cs, p.refcountOrder, used), 2 * cs);
-  if (l1Size) await proto.pwrite(new Uint8Array(l1Size * 8), 3 * cs);
+  const per = refblockCoverage(p);
+  for (let i = 0; i < lay.blocks; i++) {
+    const n = Math.min(per, lay.total - i * per);
+    await proto.pwrite(refcountBlock(cs, p.refcountOrder, n), (1 + lay.tableClusters + i) * cs);
+  }
+  if (l1Size) await proto.pwrite(new Uint8Array(l1Size * 8), lay.l1Cluster * cs);
+  // the LUKS area is zero-filled (allocated) before the header and slot 0 are written into it
+  if (lay.cryptoClusters > 0) await proto.pwrite(new Uint8Array(lay.cryptoClusters * cs), lay.cryptoCluster * cs);
+  return lay;
+}
+
+/** Write the LUKS header and key slot 0 into the area writeEmpty reserved. */
+async function writeLuks(ctx: CreateContext, proto: Protocol, p: Qcow2CreateParams): Promise<void> {
+  if (p.encrypt?.format !== 'luks' || !p.crypto) return;
+  const secret = luksSecret(ctx.options, 'encrypt.key-secret', ctx.secrets);
+  const at = p.crypto.offset;
+  const io = { pread: (b: Uint8Array, o: number) => proto.pread(b, at + o), pwrite: (b: Uint8Array, o: number) => proto.pwrite(b, at + o) };
+  await LuksVolume.create(io, p.encrypt.luks, secret, { path: ctx.filename, format: 'qcow2' });
 }
 
 /** Clusters one refcount block can describe. */
@@ -239,7 +339,9 @@ export type GrowHook = (filename: string, size: number, prealloc: Qcow2CreatePar
  */
 export async function createQcow2(ctx: CreateContext, grow?: GrowHook): Promise<void> {
   const p = qcow2CreateParams(ctx.size, ctx.options);
-  const simple = p.prealloc === 'off' && 3 + Math.ceil((l1Entries(p) * 8) / 2 ** p.clusterBits) <= refblockCoverage(p);
+  const l1c = Math.ceil((l1Entries(p) * 8) / 2 ** p.clusterBits);
+  // encrypted images always get the laid-out refcounts; plain ones keep qemu's exact bytes
+  const simple = p.prealloc === 'off' && (p.encrypt !== undefined || 3 + l1c <= refblockCoverage(p));
   if (p.dataFile !== undefined) {
     const df = await ctx.createFile(p.dataFile);
     try {
@@ -249,23 +351,19 @@ export async function createQcow2(ctx: CreateContext, grow?: GrowHook): Promise<
       await df.close();
     }
   }
+  const grows = !simple && p.size > 0;
+  // a growing image starts empty (size 0); the layer grows L1, refcounts and preallocates like a resize
+  const first = grows ? { ...p, size: 0 } : p;
   const proto = await ctx.createFile(ctx.filename);
   try {
-    await writeEmpty(proto, p, simple);
+    await writeEmpty(proto, first, simple);
+    await writeLuks(ctx, proto, first);
     await proto.flush();
   } finally {
     await proto.close();
   }
-  if (!simple && p.size > 0) {
+  if (grows) {
     if (!grow) throw new VdiskError('unsupported', 'QCOW2_CREATE_GROW', 'qcow2 preallocation needs the qcow2 layer', { format: 'qcow2' });
-    // the empty image has size 0; the layer grows L1, refcounts and preallocates like a resize
-    const zero = { ...p, size: 0 };
-    const proto2 = await ctx.createFile(ctx.filename);
-    try {
-      await writeEmpty(proto2, zero, false);
-    } finally {
-      await proto2.close();
-    }
     await grow(ctx.filename, p.size, p.prealloc);
   }
 }

@@ -12,14 +12,15 @@
  * clusters, discard,
  * resize (grow with preallocation, shrink), `check` with leak/refcount repair, repair of dirty
  * (lazy-refcounts) images before the first write, qemu's metadata overlap check.
- * Not supported: the legacy AES encryption (crypt_method 1; info only), writing images with
+ * legacy AES encryption (crypt_method 1) read and written.
+ * Not supported: writing images with
  * enabled persistent dirty bitmaps (they would go stale), rebuilding refcount structures from
  * scratch (repair fixes refcounts in place).
  *
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
  * layer.ts (reads, block status, info), write.ts and l2-update.ts (writes), refcount.ts and
- * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts, luks.ts,
+ * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts, crypto.ts (LUKS and legacy AES over src/crypto),
  * compress.ts, bitmap.ts; hostile-input limits are in limits.ts.
  */
 import { VdiskError } from '../../block/errors.js';
@@ -29,37 +30,15 @@ import { FileProtocol } from '../../protocols/file.js';
 import { measureQcow2 } from './measure.js';
 import { createQcow2, qcow2CreateOptions, qcow2CreateSummary, type Qcow2CreateParams } from './create.js';
 import type { Protocol } from '../../protocols/types.js';
-import { CRYPT_AES, CRYPT_LUKS, INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, toSafe } from './header.js';
+import { INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from './header.js';
 import { loadImage } from './load.js';
 import { ClusterMap, geometry } from './l1l2.js';
 import { TableCache } from './l2-cache.js';
 import { L2_CACHE_BYTES } from './limits.js';
-import { LuksVolume } from './luks.js';
+import { openCrypto } from './crypto.js';
 import type { Qcow2Parts } from './layer.js';
 import { Qcow2Layer } from './write.js';
 import { qcow2AmendOptions } from './amend.js';
-
-async function openCrypto(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
-  const h = p.loaded.header;
-  if (h.cryptMethod === CRYPT_AES) {
-    p.ioBlocked = new VdiskError('unsupported', 'QCOW2_AES', 'vdisk does not support reading qcow2 images with the legacy AES encryption', { path: p.path, format: 'qcow2' });
-    return;
-  }
-  if (h.cryptMethod !== CRYPT_LUKS) return;
-  const at = toSafe(p.loaded.ext.crypto!.offset, 'Encryption header', p.path);
-  p.luks = await LuksVolume.read(p.proto, at, p.path);
-  const id = ctx.options['encrypt.key-secret'];
-  const missing = new VdiskError('invalid-argument', 'QCOW2_NO_KEY', "Parameter 'encrypt.key-secret' is required for cipher", { path: p.path, format: 'qcow2' });
-  // like qemu, a metadata-only open (info) neither needs nor checks the key
-  if (ctx.noIo) {
-    p.ioBlocked = missing;
-    return;
-  }
-  if (id === undefined) throw missing;
-  const secret = ctx.secrets.get(id);
-  if (!secret) throw new VdiskError('not-found', 'NO_SECRET', `No secret with id '${id}'`, { path: p.path, format: 'qcow2' });
-  await p.luks.unlock(p.proto, at, secret);
-}
 
 async function openDataFile(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
   const name = p.loaded.dataFileName;
@@ -84,7 +63,7 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
   const map = new ClusterMap(geo, loaded.l1, new TableCache(proto, geo.clusterSize, L2_CACHE_BYTES), ctx.filename);
   const p: Qcow2Parts = {
     path: ctx.filename, proto, data: hasDataFile ? undefined : proto, loaded, map, backingReader: ctx.backing,
-    readOnly: ctx.readOnly || loaded.snapshot !== undefined,
+    readOnly: ctx.readOnly || loaded.snapshot !== undefined, secrets: ctx.secrets,
   };
   try {
     if (hasDataFile) await openDataFile(p, ctx);
@@ -103,7 +82,9 @@ async function growNew(ctx: CreateContext, filename: string, size: number, preal
   const proto = await FileProtocol.open(filename, { readOnly: false });
   const dir = dirname(filename);
   const octx: OpenContext = {
-    filename, readOnly: false, options: {}, secrets: ctx.secrets,
+    filename, readOnly: false, secrets: ctx.secrets,
+    // an encrypted image is unlocked with its new key to be grown
+    options: ctx.options['encrypt.key-secret'] !== undefined ? { 'encrypt.key-secret': ctx.options['encrypt.key-secret'] } : {},
     backing: { present: false, read: async (buf) => { buf.fill(0); } },
     openFile: (name, ro) => FileProtocol.open(isAbsolute(name) ? name : join(dir, name), { readOnly: ro }),
   };

@@ -3,7 +3,7 @@
  * reach this state through the same object.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { BackingReader, JsonObject, LayerInfo, LayerStatus } from '../../block/driver.js';
+import type { BackingReader, JsonObject, LayerInfo, LayerStatus, SecretStore } from '../../block/driver.js';
 import type { Protocol } from '../../protocols/types.js';
 import {
   AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, CRYPT_AES, CRYPT_LUKS, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
@@ -14,7 +14,7 @@ import { decompressCluster } from './compress.js';
 import { snapshotInfo } from './snapshot.js';
 import { bitmapInfo } from './bitmap.js';
 import type { Loaded } from './load.js';
-import type { LuksVolume } from './luks.js';
+import type { Qcow2Crypto } from './crypto.js';
 import { changeBacking } from './backing-change.js';
 
 export interface Qcow2Parts {
@@ -27,10 +27,12 @@ export interface Qcow2Parts {
   map: ClusterMap;
   backingReader: BackingReader;
   readOnly: boolean;
-  /** LUKS header, decoded for `info`; `unlocked` once a key slot opened with the secret. */
-  luks?: LuksVolume;
+  /** Encryption (LUKS or legacy AES), decoded for `info`; `unlocked` once the secret opened it. */
+  luks?: Qcow2Crypto;
   /** Why reads are refused (missing key secret, missing data file), worded as qemu's open error. */
   ioBlocked?: VdiskError;
+  /** The open's secrets (key-slot amend looks up new and old passphrases). */
+  secrets?: SecretStore;
 }
 
 export class Qcow2Reader {
@@ -69,7 +71,7 @@ export class Qcow2Reader {
         sub.fill(0);
         return;
       case 'normal':
-        if (this.p.luks) await this.readEncrypted(sub, m.hostOffset!);
+        if (this.p.luks) await this.readEncrypted(sub, m.hostOffset!, pos);
         else await this.p.data!.pread(sub, m.hostOffset!);
         return;
       case 'compressed': {
@@ -87,12 +89,12 @@ export class Qcow2Reader {
   }
 
   /** Encrypted data is decrypted in whole 512-byte host sectors around the requested bytes. */
-  private async readEncrypted(sub: Uint8Array, host: number): Promise<void> {
+  private async readEncrypted(sub: Uint8Array, host: number, guest: number): Promise<void> {
     const start = host - (host % 512);
     const end = Math.ceil((host + sub.length) / 512) * 512;
     const tmp = start === host && end === host + sub.length ? sub : new Uint8Array(end - start);
     await this.p.data!.pread(tmp, start);
-    this.p.luks!.decrypt(tmp, start);
+    this.p.luks!.decrypt(tmp, start, guest - (host - start));
     if (tmp !== sub) sub.set(tmp.subarray(host - start, host - start + sub.length));
   }
 
@@ -172,8 +174,7 @@ export class Qcow2Reader {
       d['corrupt'] = (h.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0n;
     }
     d['refcount-bits'] = 2 ** h.refcountOrder;
-    if (h.cryptMethod === CRYPT_AES) d['encrypt'] = { format: 'aes' };
-    else if (h.cryptMethod === CRYPT_LUKS && this.p.luks) d['encrypt'] = this.p.luks.info();
+    if ((h.cryptMethod === CRYPT_AES || h.cryptMethod === CRYPT_LUKS) && this.p.luks) d['encrypt'] = this.p.luks.info();
     if (l.bitmaps.length > 0) d['bitmaps'] = l.bitmaps.map(bitmapInfo);
     d['compression-type'] = h.compressionType === 0 ? 'zlib' : 'zstd';
     return d;

@@ -8,7 +8,7 @@
  * (none with --size), or everything when preallocation writes it all.
  */
 import type { MeasureInput, MeasureResult } from '../../block/driver.js';
-import { qcow2CreateParams } from './create.js';
+import { luksHeaderBytes, qcow2CreateParams } from './create.js';
 import { VdiskError } from '../../block/errors.js';
 import { entryBytes } from './bitmap-store.js';
 
@@ -87,7 +87,9 @@ export async function measureQcow2(input: MeasureInput): Promise<MeasureResult> 
   }
   const clusterSize = 2 ** p.clusterBits;
   const virtual = roundUp(p.size, clusterSize);
-  const fully = fullyAllocatedBytes(virtual, clusterSize, p.refcountOrder, p.extendedL2);
+  // the LUKS header area is whole clusters on top of everything else, as qemu counts it
+  const luks = roundUp(luksHeaderBytes(p), clusterSize);
+  const fully = luks + fullyAllocatedBytes(virtual, clusterSize, p.refcountOrder, p.extendedL2);
   const bitmaps = input.sourceBitmapBytes !== undefined ? { bitmaps: input.sourceBitmapBytes + bitmapsBytes(input, clusterSize) } : {};
   if (p.prealloc === 'full' || p.prealloc === 'falloc') return { required: fully, fullyAllocated: fully, ...bitmaps };
   const data = await allocatedDataBytes(input, clusterSize);

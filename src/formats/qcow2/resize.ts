@@ -42,9 +42,6 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
     });
   }
   if (p.data !== p.proto) await p.data!.truncate(size, prealloc === 'metadata' ? 'off' : prealloc);
-  if (prealloc !== 'off' && p.luks) {
-    throw new VdiskError('unsupported', 'QCOW2_PREALLOC_ENCRYPTED', 'vdisk does not preallocate encrypted qcow2 images', { path: p.path, format: 'qcow2' });
-  }
   if (prealloc !== 'off') await preallocate(c, old, size, prealloc);
   await meta.flush();
   await writeHeaderSize(c, size);

@@ -226,7 +226,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   }
 
   /** Guest bytes to their host place; encrypted images rewrite whole 512-byte sectors. */
-  private async putData(buf: Uint8Array, host: number): Promise<void> {
+  private async putData(buf: Uint8Array, host: number, guest: number): Promise<void> {
     const luks = this.p.luks;
     if (!luks) return this.p.data!.pwrite(buf, host);
     const start = host - (host % 512);
@@ -234,10 +234,10 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const tmp = new Uint8Array(end - start);
     if (start !== host || end !== host + buf.length) {
       await this.p.data!.pread(tmp, start);
-      luks.decrypt(tmp, start);
+      luks.decrypt(tmp, start, guest - (host - start));
     }
     tmp.set(buf, host - start);
-    luks.encrypt(tmp, start);
+    luks.encrypt(tmp, start, guest - (host - start));
     await this.p.data!.pwrite(tmp, start);
   }
 
@@ -277,7 +277,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const zero = g.zeroFlag && (e.lo & 1) !== 0;
     if (this.hasHost(e) && copied && !zero) {
       this.guard(meta, this.hostOf(e) + inC, data.length);
-      await this.putData(data, this.hostOf(e) + inC);
+      await this.putData(data, this.hostOf(e) + inC, pos);
       return;
     }
     const full = data.length === g.clusterSize ? data : await this.current(cstart, cstart + g.clusterSize);
@@ -286,7 +286,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const reuse = zero && copied && this.hasHost(e);
     const target = reuse ? this.hostOf(e) : await this.newCluster(meta, cstart);
     if (reuse) this.guard(meta, target, full.length);
-    await this.putData(full, target);
+    await this.putData(full, target, cstart);
     await meta.setEntry(l2off, idx, this.entryFor(target, false));
     if (!reuse) meta.releaseEntry(e);
   }
@@ -303,13 +303,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const host = this.hostOf(e);
       this.guard(meta, host, g.clusterSize);
       if ((e.allocBits & mask) === mask) {
-        await this.putData(data, host + inC);
+        await this.putData(data, host + inC, pos);
         return;
       }
       const from = cstart + s0 * g.subclusterSize;
       const buf = await this.current(from, cstart + (s1 + 1) * g.subclusterSize);
       buf.set(data, pos - from);
-      await this.putData(buf, host + s0 * g.subclusterSize);
+      await this.putData(buf, host + s0 * g.subclusterSize, from);
       await meta.setEntry(l2off, idx, { ...e, allocBits: (e.allocBits | mask) >>> 0, zeroBits: (e.zeroBits & ~mask) >>> 0 });
       return;
     }
@@ -318,13 +318,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       // compressed or shared with a snapshot: the new cluster takes the whole cluster's content
       const full = await this.current(cstart, cstart + g.clusterSize);
       full.set(data, inC);
-      await this.putData(full, target);
+      await this.putData(full, target, cstart);
       await meta.setEntry(l2off, idx, { ...this.entryFor(target, false), allocBits: ALL_SUBCLUSTERS, zeroBits: 0 });
     } else {
       const from = cstart + s0 * g.subclusterSize;
       const buf = await this.current(from, cstart + (s1 + 1) * g.subclusterSize);
       buf.set(data, pos - from);
-      await this.putData(buf, target + s0 * g.subclusterSize);
+      await this.putData(buf, target + s0 * g.subclusterSize, from);
       await meta.setEntry(l2off, idx, { ...this.entryFor(target, false), allocBits: mask, zeroBits: (e.zeroBits & ~mask) >>> 0 });
     }
     meta.releaseEntry(e);
