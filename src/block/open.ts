@@ -12,6 +12,8 @@ import { FORMATS, findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import type { Protocol } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
+import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName } from '../protocols/blkdebug.js';
+import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -71,7 +73,25 @@ setProbedRawGuard((img, buf, offset) => {
 });
 
 export async function openProtocol(filename: string, readOnly: boolean): Promise<Protocol> {
+  const bd = parseBlkdebugName(filename);
+  if (bd) {
+    const rules = new BlkdebugRules(await loadConfigRules(bd.config));
+    return new BlkdebugProtocol(await FileProtocol.open(bd.file, { readOnly }), rules, filename);
+  }
   return FileProtocol.open(filename, { readOnly });
+}
+
+/** `driver=blkdebug` with an `image` child: the image below opened whole, behind the filter. */
+async function openBlkdebugFilter(filename: string, opts: OpenOptions): Promise<Image> {
+  const parts = await blkdebugParts(opts.options ?? {});
+  const inner = await openImage(filename, {
+    ...opts,
+    options: parts.inner,
+    ...(parts.innerFormat !== undefined ? { format: parts.innerFormat } : { format: undefined }),
+  });
+  const readOnly = opts.readOnly ?? true;
+  return new Image(new BlkdebugLayer(inner, parts.rules), inner.protocol,
+    { filename, format: 'blkdebug', probed: false, readOnly }, new MutableBackingReader());
 }
 
 async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
@@ -80,6 +100,7 @@ async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
 
 /** Open one layer (no backing chain linked yet). */
 export async function openLayer(filename: string, opts: OpenOptions = {}): Promise<Image> {
+  if (opts.format === 'blkdebug') return openBlkdebugFilter(filename, opts);
   const readOnly = opts.readOnly ?? true;
   let entry: FormatEntry | undefined;
   // protocol drivers named as the format (driver=file, driver=null-co): raw bytes, reported under that name

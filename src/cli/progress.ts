@@ -1,16 +1,23 @@
 /**
  * qemu-img's -p progress line: "    (NN.NN/100%)" followed by a carriage return, printed when the
- * progress has moved by at least one percent, then a final newline. SIGUSR1 prints the current
- * value once even without -p, as qemu-img does.
+ * progress has moved by at least one percent, then a final newline.
+ *
+ * SIGUSR1 without -p: qemu-img 7.2 handles the signal only once its main loop runs again, which is
+ * after the operation, so however many signals came it prints one "    (100.00/100%)" line (with a
+ * newline) to stderr at the end; with -p the signal adds nothing.
  */
 export class Progress {
   private last = -1;
   private current = 0;
-  private readonly onSignal = (): void => this.print(this.current);
+  private signalled = false;
+  private readonly onSignal = (): void => {
+    this.signalled = true;
+  };
 
   constructor(
     private readonly enabled: boolean,
     private readonly write: (s: string) => void,
+    private readonly writeErr: (s: string) => void = (s) => process.stderr.write(s),
   ) {
     process.on('SIGUSR1', this.onSignal);
     if (enabled) {
@@ -35,7 +42,10 @@ export class Progress {
 
   finish(): void {
     process.off('SIGUSR1', this.onSignal);
-    if (!this.enabled) return;
+    if (!this.enabled) {
+      if (this.signalled) this.writeErr(`    (${this.current.toFixed(2)}/100%)\n`);
+      return;
+    }
     if (this.last !== 100) this.print(100);
     this.print(100);
     this.write('\n');

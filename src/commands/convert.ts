@@ -11,7 +11,7 @@ import { getopt } from '../cli/getopt.js';
 import { printHelp } from '../cli/common.js';
 import { newImageArgs, openForCommand, type ImageArgs } from '../cli/imageargs.js';
 import { parseImageSpec, parseOptString } from '../cli/optstr.js';
-import { parseSize } from '../cli/units.js';
+import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { Progress } from '../cli/progress.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
@@ -39,6 +39,12 @@ interface ConvertArgs {
   progress: boolean;
   quiet: boolean;
   snapshot?: string;
+  copyOffload: boolean;
+  salvage: boolean;
+  /** -S was given (qemu refuses it with -C even at the default value). */
+  sparseGiven: boolean;
+  /** -r in bytes per second; 0: unlimited. */
+  rateLimit: number;
 }
 
 const LONG_OPTIONS = [
@@ -79,6 +85,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
   const a: ConvertArgs = {
     src: newImageArgs((t) => cli.errRaw(t)), targetImageOpts: false, compress: false, noCreate: false,
     targetIsZero: false, sparseSize: 4096, inFlight: 8, outOfOrder: false, progress: false, quiet: false,
+    copyOffload: false, salvage: false, sparseGiven: false, rateLimit: 0,
   };
   for (const o of r.options) {
     const v = o.value ?? '';
@@ -89,7 +96,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'B': case 'b': a.backing = v; break;
       case 'F': a.backingFmt = v; break;
       case 'c': a.compress = true; break;
-      case 'C': break; // copy offloading is an optimisation; plain copies give the same result
+      case 'C': a.copyOffload = true; break;
       case 'o':
         if (!isValidOptionList(v)) { cli.error(`Invalid option list: ${v}`); return 1; }
         a.options = accumulateOptions(a.options, v);
@@ -107,6 +114,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
           return 1;
         }
         a.sparseSize = Number(s.value);
+        a.sparseGiven = true;
         break;
       }
       case 'p': a.progress = true; break;
@@ -128,7 +136,16 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'U': a.src.forceShare = true; break;
       case 'r': {
         const s = parseSize(v);
-        if (!s.ok) { cli.error('Invalid rate limit specified'); return 1; }
+        if (!s.ok && s.reason === 'range') {
+          cli.error(`Invalid rate limit specified. Must be between 0 and ${QEMU_MAX_SIZE}.`);
+          return 1;
+        }
+        if (!s.ok) {
+          cli.error('Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for');
+          cli.error('kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.');
+          return 1;
+        }
+        a.rateLimit = Number(s.value);
         break;
       }
       case 'object':
@@ -137,10 +154,15 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'image-opts': a.src.imageOpts = true; break;
       case 'target-image-opts': a.targetImageOpts = true; break;
       case 'target-is-zero': a.targetIsZero = true; break;
-      case 'salvage': case 'bitmaps': case 'skip-broken-bitmaps': break;
+      case 'salvage': a.salvage = true; break;
+      case 'bitmaps': case 'skip-broken-bitmaps': break;
     }
   }
   if (a.quiet) a.progress = false;
+  // qemu-img checks these after the whole command line, before anything is opened
+  if (a.copyOffload && a.compress) { cli.error('Cannot enable copy offloading when -c is used'); return 1; }
+  if (a.copyOffload && a.sparseGiven) { cli.error('Cannot enable copy offloading when -S is used'); return 1; }
+  if (a.copyOffload && a.salvage) { cli.error('Cannot use copy offloading in salvaging mode'); return 1; }
   return { a, files: r.operands };
 }
 
@@ -227,6 +249,10 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
         outOfOrder: a.outOfOrder,
         compressed: a.compress,
         onProgress: (d, t) => progress.update(d, t),
+        salvage: a.salvage,
+        warn: (t) => cli.error(`warning: ${t}`),
+        rateLimit: a.rateLimit,
+        copyOffload: a.copyOffload,
       });
     } finally {
       progress.finish();
