@@ -79,12 +79,17 @@ function dataPrefix(buf: Uint8Array, unit: number): number {
   return n;
 }
 
-/** True when [off, end) of the source reads as zeros, by block status alone. */
-async function allZero(img: Image, off: number, end: number, topOnly: boolean): Promise<boolean> {
+/**
+ * True when [off, end) of the source reads as zeros, by block status alone. With topOnly,
+ * `explicit` is set when some of it is zeroed in the top layer (the target must get those zeros
+ * over its backing file) rather than unallocated.
+ */
+async function allZero(img: Image, off: number, end: number, topOnly: boolean, explicit?: { zero: boolean }): Promise<boolean> {
   for (let p = off; p < end;) {
     if (topOnly) {
       const st = await img.layerStatus(p, end - p);
       if (st.allocated && !(st.zero && !st.data)) return false;
+      if (st.allocated && explicit) explicit.zero = true;
       p += st.length;
     } else {
       const st = await img.chainStatus(p, end - p);
@@ -105,8 +110,19 @@ async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): A
     const img = seg.image;
     for (let off = 0; off < img.size; off += COPY_CHUNK_BYTES) {
       const n = Math.min(COPY_CHUNK_BYTES, img.size - off);
-      const zero = await allZero(img, off, off + n, o.topOnly ?? false);
-      const kind: Job['kind'] = zero ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
+      const explicit = { zero: false };
+      const zero = await allZero(img, off, off + n, o.topOnly ?? false, explicit);
+      // -S 0: zero clusters are written (compressed) too, so the output is fully allocated
+      const kind: Job['kind'] = zero && !(o.sparseSize === 0 && !o.topOnly) ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
+      if (kind === 'skip' && o.topOnly && explicit.zero) {
+        // zeros over a backing file must reach the target; the unallocated runs beside them stay so
+        for (let p = off; p < off + n;) {
+          const st = await img.layerStatus(p, off + n - p);
+          yield { seq: seq++, src: img, srcOffset: p, dstOffset: seg.targetOffset + p, length: st.length, kind: st.allocated ? 'zero' : 'skip' };
+          p += st.length;
+        }
+        continue;
+      }
       yield { seq: seq++, src: img, srcOffset: off, dstOffset: seg.targetOffset + off, length: n, kind };
     }
   }
@@ -170,7 +186,7 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number): Promis
     const g = t.layer.granularity ?? buf.length;
     for (let p = 0; p < buf.length; p += g) {
       const c = buf.subarray(p, Math.min(buf.length, p + g));
-      if (zeroPrefix(c, c.length) === c.length) {
+      if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
         if (!o.targetIsZero) await t.writeZeroes(dst + p, c.length, true);
       } else {
         await t.writeCompressed(c, dst + p);

@@ -9,7 +9,7 @@
 import type { Cli } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { printHelp } from '../cli/common.js';
-import { newImageArgs, openForCommand, type ImageArgs } from '../cli/imageargs.js';
+import { newImageArgs, openForCommand, wrapOpen, type ImageArgs } from '../cli/imageargs.js';
 import { parseImageSpec, parseOptString } from '../cli/optstr.js';
 import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
@@ -194,14 +194,31 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
   // qemu-img opens the sources before it looks at the output format
   const sources = await openSources(files.slice(0, -1), a);
   let driver;
+  let values = new Map<string, string>();
   try {
     driver = await loadFormatDriver(outFmt);
     if (!driver.create && !a.noCreate) throw noCreate(outFmt);
+    if (!a.noCreate) {
+      values = parseCreateOptions(driver, a.options);
+      // -o backing_file/backing_fmt count as -B/-F (-B wins over -o backing_file)
+      if (a.backing === undefined && values.has('backing_file')) a.backing = values.get('backing_file')!;
+      if (a.backingFmt === undefined && values.has('backing_fmt')) a.backingFmt = values.get('backing_fmt')!;
+      if (a.backing !== undefined && !driver.createOptions?.some((o) => o.name === 'backing_file')) {
+        throw new VdiskError('invalid-argument', 'NO_BACKING', `Backing file not supported for file format '${outFmt}'`);
+      }
+    }
+    if (a.backing !== undefined && sources.length > 1) {
+      throw new VdiskError('invalid-argument', 'BACKING_CONCAT', 'Having a backing file for the target makes no sense when concatenating multiple input images');
+    }
     if (a.compress && !driver.supportsCompression) {
       throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format');
     }
     if (a.backing !== undefined && a.backingFmt === undefined && !a.noCreate) {
       throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
+    }
+    if (a.backing === undefined && a.backingFmt !== undefined && !a.noCreate) {
+      throw new VdiskError('invalid-argument', 'BACKING_FMT_ALONE',
+        `${outName}: error while converting ${outFmt}: Backing format cannot be used without backing file`);
     }
   } catch (e) {
     for (const s of sources) await s.close();
@@ -212,7 +229,6 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     const total = sources.reduce((s, i) => s + i.size, 0);
     let fresh = false;
     if (!a.noCreate) {
-      const values = parseCreateOptions(driver, a.options);
       values.delete('size');
       if (a.backing !== undefined) {
         values.set('backing_file', a.backing);
@@ -228,7 +244,14 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     delete targetArgs.format;
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
-    target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    try {
+      // with its backing chain, as qemu opens it: a missing backing file fails here
+      target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: a.backing === undefined, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    } catch (e) {
+      // qemu names an option-string target by the whole string
+      if (!a.targetImageOpts || !(e instanceof VdiskError) || !(e.cause instanceof VdiskError)) throw e;
+      throw wrapOpen(outName, e.cause);
+    }
     if (target.size < total) {
       throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
     }
@@ -250,7 +273,8 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
         compressed: a.compress,
         onProgress: (d, t) => progress.update(d, t),
         salvage: a.salvage,
-        warn: (t) => cli.error(`warning: ${t}`),
+        // qemu-img -q silences salvage's warnings too
+        warn: (t) => { if (!a.quiet) cli.error(`warning: ${t}`); },
         rateLimit: a.rateLimit,
         copyOffload: a.copyOffload,
       });
@@ -284,6 +308,14 @@ export default async function convertCommand(argv: string[], cli: Cli): Promise<
   }
   if (a.targetIsZero && !a.noCreate) {
     cli.error('--target-is-zero requires use of -n flag');
+    return 1;
+  }
+  if (a.noCreate && a.options !== undefined) {
+    cli.error('-o has no effect when skipping image creation');
+    return 1;
+  }
+  if (a.targetImageOpts && !a.noCreate) {
+    cli.error('--target-image-opts requires use of -n flag');
     return 1;
   }
   if (a.src.imageOpts && a.src.format !== undefined) {
