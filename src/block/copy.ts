@@ -56,6 +56,15 @@ interface Job {
   kind: 'data' | 'zero' | 'skip';
   /** Block-status warnings (--salvage) printed when this job's turn comes. */
   warnings?: string[];
+  /** A compressed-target window spanning several sources: what to read into which part of the buffer. */
+  parts?: JobPart[];
+}
+
+interface JobPart {
+  src: Image;
+  srcOffset: number;
+  length: number;
+  bufOffset: number;
 }
 
 /** Length of the zero run at the start of buf, in whole `unit`s (0 if the first unit is not zero). */
@@ -106,10 +115,22 @@ async function allZero(img: Image, off: number, end: number, topOnly: boolean, e
  */
 async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): AsyncGenerator<Job> {
   let seq = 0;
-  for (const seg of segments) {
-    const img = seg.image;
-    for (let off = 0; off < img.size; off += COPY_CHUNK_BYTES) {
-      const n = Math.min(COPY_CHUNK_BYTES, img.size - off);
+  const end = segments.reduce((m, s) => Math.max(m, s.targetOffset + s.image.size), 0);
+  // windows in target coordinates: a cluster may span two concatenated sources
+  for (let t = 0; t < end; t += COPY_CHUNK_BYTES) {
+    const n = Math.min(COPY_CHUNK_BYTES, end - t);
+    const parts = windowParts(segments, t, n);
+    if (parts.length !== 1 || parts[0]!.length !== n) {
+      let zero = true;
+      for (const p of parts) if (zero && !(await allZero(p.src, p.srcOffset, p.srcOffset + p.length, false))) zero = false;
+      const kind: Job['kind'] = zero && o.sparseSize !== 0 ? (o.targetIsZero ? 'skip' : 'zero') : 'data';
+      yield { seq: seq++, src: parts[0]!.src, srcOffset: parts[0]!.srcOffset, dstOffset: t, length: n, kind, parts };
+      continue;
+    }
+    {
+      const img = parts[0]!.src;
+      const off = parts[0]!.srcOffset;
+      const seg = { targetOffset: t - off };
       const explicit = { zero: false };
       const zero = await allZero(img, off, off + n, o.topOnly ?? false, explicit);
       // -S 0: zero clusters are written (compressed) too, so the output is fully allocated
@@ -126,6 +147,17 @@ async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): A
       yield { seq: seq++, src: img, srcOffset: off, dstOffset: seg.targetOffset + off, length: n, kind };
     }
   }
+}
+
+/** The pieces of the sources that fill the target window [t, t+n). */
+function windowParts(segments: readonly CopySegment[], t: number, n: number): JobPart[] {
+  const out: JobPart[] = [];
+  for (const s of segments) {
+    const a = Math.max(t, s.targetOffset);
+    const b = Math.min(t + n, s.targetOffset + s.image.size);
+    if (a < b) out.push({ src: s.image, srcOffset: a - s.targetOffset, length: b - a, bufOffset: a - t });
+  }
+  return out;
 }
 
 /** Walks the sources and yields jobs, each no longer than COPY_CHUNK_BYTES for data. */
@@ -278,7 +310,14 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
         }
         if (job.kind === 'data' && !offloaded) {
           buf = (pool.pop() ?? new Uint8Array(COPY_CHUNK_BYTES)).subarray(0, job.length);
-          await readForCopy(job.src, buf, job.srcOffset, job.dstOffset, o.salvage ?? false, warnings);
+          if (job.parts) {
+            buf.fill(0);
+            for (const p of job.parts) {
+              await readForCopy(p.src, buf.subarray(p.bufOffset, p.bufOffset + p.length), p.srcOffset, job.dstOffset + p.bufOffset, o.salvage ?? false, warnings);
+            }
+          } else {
+            await readForCopy(job.src, buf, job.srcOffset, job.dstOffset, o.salvage ?? false, warnings);
+          }
         }
         await turn(job.seq);
         for (const w of warnings) o.warn?.(w);

@@ -253,7 +253,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
       throw wrapOpen(outName, e.cause);
     }
     if (target.size < total) {
-      throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
+      throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', 'output file is smaller than input file');
     }
     const segments: CopySegment[] = [];
     let off = 0;
