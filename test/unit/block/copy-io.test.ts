@@ -59,3 +59,29 @@ test('--salvage zero-fills exactly the unreadable sectors and warns once for eac
   want.fill(0, 51200, 52224);
   assert.ok(out.equals(want));
 });
+
+test('-C copies raw-mapped data with copy_file_range and refuses what is not plainly stored', async (t) => {
+  const { native } = await import('../../../dist/protocols/native.js');
+  if (!native?.copyFileRange) {
+    t.skip('native helper not built');
+    return;
+  }
+  const { copyRange } = await import('../../../dist/block/copy-io.js');
+  const d = scratch();
+  const data = Buffer.alloc(1 << 20);
+  for (let i = 0; i < data.length; i++) data[i] = i % 251;
+  writeFileSync(join(d, 'src.raw'), data);
+  await createImage({ format: 'raw', filename: join(d, 'dst.raw'), size: 2 << 20 });
+  await createImage({ format: 'qcow2', filename: join(d, 'dst.qcow2'), size: 2 << 20 });
+  const src = await openImage(join(d, 'src.raw'), { format: 'raw' });
+  const raw = await openImage(join(d, 'dst.raw'), { format: 'raw', readOnly: false });
+  const q = await openImage(join(d, 'dst.qcow2'), { format: 'qcow2', readOnly: false });
+  assert.equal(await copyRange(src, 4096, 65536, raw, 1 << 20), true);
+  assert.equal(await copyRange(src, 0, 65536, q, 0), false, 'a qcow2 target is written through its driver');
+  await raw.close();
+  await q.close();
+  await src.close();
+  const out = readFileSync(join(d, 'dst.raw'));
+  assert.ok(out.subarray(1 << 20, (1 << 20) + 65536).equals(data.subarray(4096, 4096 + 65536)));
+  assert.equal(out.subarray(0, 1 << 20).every((b) => b === 0), true);
+});
