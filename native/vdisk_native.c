@@ -4,6 +4,7 @@
  *   fallocate(fd, mode, offset, length)                 posix preallocation
  *   zeroRange(fd, offset, length, punch) -> bool        FALLOC_FL_PUNCH_HOLE / FALLOC_FL_ZERO_RANGE
  *   blockDeviceSize(fd) -> number                       BLKGETSIZE64
+ *   copyFileRange(fdIn, offIn, fdOut, offOut, len) -> n  copy_file_range (convert -C); 0 at EOF
  * Node-API only, so one build loads in every Node version >= 22.
  */
 #define _GNU_SOURCE
@@ -138,12 +139,31 @@ static napi_value block_device_size(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/* One copy_file_range call with explicit offsets (the descriptors' positions are not moved). */
+static napi_value copy_file_range_js(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int64_t fd_in, off_in, fd_out, off_out, len;
+  if (!get_args(env, info, 5, argv) || !num_i64(env, argv[0], &fd_in) || !num_i64(env, argv[1], &off_in) ||
+      !num_i64(env, argv[2], &fd_out) || !num_i64(env, argv[3], &off_out) || !num_i64(env, argv[4], &len))
+    return NULL;
+  off64_t in = off_in, out = off_out;
+  ssize_t r;
+  do {
+    r = copy_file_range((int)fd_in, &in, (int)fd_out, &out, (size_t)len, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return throw_errno(env, "copy_file_range", errno);
+  napi_value v;
+  napi_create_double(env, (double)r, &v);
+  return v;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"extent", NULL, extent, NULL, NULL, NULL, napi_default, NULL},
     {"fallocate", NULL, do_fallocate, NULL, NULL, NULL, napi_default, NULL},
     {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
     {"blockDeviceSize", NULL, block_device_size, NULL, NULL, NULL, napi_default, NULL},
+    {"copyFileRange", NULL, copy_file_range_js, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

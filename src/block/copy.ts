@@ -8,6 +8,7 @@
  * allows out-of-order writes (qemu-img's -W).
  */
 import type { Image } from './image.js';
+import { RateLimiter, SALVAGE_SECTOR, copyRange, isIoFailure, readForCopy, statusError, statusWarning } from './copy-io.js';
 
 /** Largest request the engine reads or writes at once (qemu-img convert uses 2 MiB too). */
 export const COPY_CHUNK_BYTES = 2 << 20;
@@ -35,6 +36,14 @@ export interface CopyOptions {
   /** Write whole clusters compressed (-c); the target must support it. */
   compressed?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** --salvage: read and block-status errors become warnings; unreadable sectors are written as zeros. */
+  salvage?: boolean;
+  /** Receives warning texts (qemu-img prints them as "warning: ..."), in source order. */
+  warn?: (text: string) => void;
+  /** -r: bytes per second of copied data (0 or absent: unlimited). */
+  rateLimit?: number;
+  /** -C: copy data with copy_file_range where both ends are plain files; data is copied verbatim (no zero detection). */
+  copyOffload?: boolean;
 }
 
 interface Job {
@@ -45,6 +54,17 @@ interface Job {
   length: number;
   /** 'data': read and write; 'zero': the target must read zeros here; 'skip': nothing to do. */
   kind: 'data' | 'zero' | 'skip';
+  /** Block-status warnings (--salvage) printed when this job's turn comes. */
+  warnings?: string[];
+  /** A compressed-target window spanning several sources: what to read into which part of the buffer. */
+  parts?: JobPart[];
+}
+
+interface JobPart {
+  src: Image;
+  srcOffset: number;
+  length: number;
+  bufOffset: number;
 }
 
 /** Length of the zero run at the start of buf, in whole `unit`s (0 if the first unit is not zero). */
@@ -68,12 +88,17 @@ function dataPrefix(buf: Uint8Array, unit: number): number {
   return n;
 }
 
-/** True when [off, end) of the source reads as zeros, by block status alone. */
-async function allZero(img: Image, off: number, end: number, topOnly: boolean): Promise<boolean> {
+/**
+ * True when [off, end) of the source reads as zeros, by block status alone. With topOnly,
+ * `explicit` is set when some of it is zeroed in the top layer (the target must get those zeros
+ * over its backing file) rather than unallocated.
+ */
+async function allZero(img: Image, off: number, end: number, topOnly: boolean, explicit?: { zero: boolean }): Promise<boolean> {
   for (let p = off; p < end;) {
     if (topOnly) {
       const st = await img.layerStatus(p, end - p);
       if (st.allocated && !(st.zero && !st.data)) return false;
+      if (st.allocated && explicit) explicit.zero = true;
       p += st.length;
     } else {
       const st = await img.chainStatus(p, end - p);
@@ -90,15 +115,49 @@ async function allZero(img: Image, off: number, end: number, topOnly: boolean): 
  */
 async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): AsyncGenerator<Job> {
   let seq = 0;
-  for (const seg of segments) {
-    const img = seg.image;
-    for (let off = 0; off < img.size; off += COPY_CHUNK_BYTES) {
-      const n = Math.min(COPY_CHUNK_BYTES, img.size - off);
-      const zero = await allZero(img, off, off + n, o.topOnly ?? false);
-      const kind: Job['kind'] = zero ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
+  const end = segments.reduce((m, s) => Math.max(m, s.targetOffset + s.image.size), 0);
+  // windows in target coordinates: a cluster may span two concatenated sources
+  for (let t = 0; t < end; t += COPY_CHUNK_BYTES) {
+    const n = Math.min(COPY_CHUNK_BYTES, end - t);
+    const parts = windowParts(segments, t, n);
+    if (parts.length !== 1 || parts[0]!.length !== n) {
+      let zero = true;
+      for (const p of parts) if (zero && !(await allZero(p.src, p.srcOffset, p.srcOffset + p.length, false))) zero = false;
+      const kind: Job['kind'] = zero && o.sparseSize !== 0 ? (o.targetIsZero ? 'skip' : 'zero') : 'data';
+      yield { seq: seq++, src: parts[0]!.src, srcOffset: parts[0]!.srcOffset, dstOffset: t, length: n, kind, parts };
+      continue;
+    }
+    {
+      const img = parts[0]!.src;
+      const off = parts[0]!.srcOffset;
+      const seg = { targetOffset: t - off };
+      const explicit = { zero: false };
+      const zero = await allZero(img, off, off + n, o.topOnly ?? false, explicit);
+      // -S 0: zero clusters are written (compressed) too, so the output is fully allocated
+      const kind: Job['kind'] = zero && !(o.sparseSize === 0 && !o.topOnly) ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
+      if (kind === 'skip' && o.topOnly && explicit.zero) {
+        // zeros over a backing file must reach the target; the unallocated runs beside them stay so
+        for (let p = off; p < off + n;) {
+          const st = await img.layerStatus(p, off + n - p);
+          yield { seq: seq++, src: img, srcOffset: p, dstOffset: seg.targetOffset + p, length: st.length, kind: st.allocated ? 'zero' : 'skip' };
+          p += st.length;
+        }
+        continue;
+      }
       yield { seq: seq++, src: img, srcOffset: off, dstOffset: seg.targetOffset + off, length: n, kind };
     }
   }
+}
+
+/** The pieces of the sources that fill the target window [t, t+n). */
+function windowParts(segments: readonly CopySegment[], t: number, n: number): JobPart[] {
+  const out: JobPart[] = [];
+  for (const s of segments) {
+    const a = Math.max(t, s.targetOffset);
+    const b = Math.min(t + n, s.targetOffset + s.image.size);
+    if (a < b) out.push({ src: s.image, srcOffset: a - s.targetOffset, length: b - a, bufOffset: a - t });
+  }
+  return out;
 }
 
 /** Walks the sources and yields jobs, each no longer than COPY_CHUNK_BYTES for data. */
@@ -113,25 +172,40 @@ async function* plan(segments: readonly CopySegment[], o: CopyOptions): AsyncGen
     let off = 0;
     while (off < img.size) {
       const want = Math.min(img.size - off, 1 << 30);
-      let length: number;
-      let kind: Job['kind'];
-      if (o.topOnly) {
-        const st = await img.layerStatus(off, want);
-        length = st.length;
-        kind = !st.allocated ? 'skip' : st.zero && !st.data ? 'zero' : 'data';
-      } else {
-        const st = await img.chainStatus(off, want);
-        length = st.length;
-        kind = st.zero ? 'zero' : 'data';
-      }
+      let { length, kind, warning } = await runStatus(img, off, want, o);
       if (kind === 'zero' && o.targetIsZero && o.sparseSize > 0) kind = 'skip';
       if (kind === 'zero' && o.sparseSize === 0) kind = 'data'; // -S 0: fully allocate the output
       const step = kind === 'data' ? COPY_CHUNK_BYTES : length;
       for (let done = 0; done < length; done += step) {
         const n = Math.min(step, length - done);
-        yield { seq: seq++, src: img, srcOffset: off + done, dstOffset: seg.targetOffset + off + done, length: n, kind };
+        const job: Job = { seq: seq++, src: img, srcOffset: off + done, dstOffset: seg.targetOffset + off + done, length: n, kind };
+        if (warning !== undefined) job.warnings = [warning];
+        warning = undefined;
+        yield job;
       }
       off += length;
+    }
+  }
+}
+
+/**
+ * Block status of the run at `off`. A failing query is an error, or under --salvage retried on a
+ * quarter of the length until one sector, which is then taken as data with a warning (qemu-img's way).
+ */
+async function runStatus(img: Image, off: number, want: number, o: CopyOptions): Promise<{ length: number; kind: Job['kind']; warning?: string }> {
+  for (let n = want; ;) {
+    try {
+      if (o.topOnly) {
+        const st = await img.layerStatus(off, n);
+        return { length: st.length, kind: !st.allocated ? 'skip' : st.zero && !st.data ? 'zero' : 'data' };
+      }
+      const st = await img.chainStatus(off, n);
+      return { length: st.length, kind: st.zero ? 'zero' : 'data' };
+    } catch (e) {
+      if (!isIoFailure(e)) throw e;
+      if (!o.salvage) throw statusError(off, e);
+      if (n <= SALVAGE_SECTOR) return { length: n, kind: 'data', warning: statusWarning(off, e) };
+      n = Math.max(SALVAGE_SECTOR, Math.ceil(n / SALVAGE_SECTOR / 4) * SALVAGE_SECTOR);
     }
   }
 }
@@ -144,7 +218,7 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number): Promis
     const g = t.layer.granularity ?? buf.length;
     for (let p = 0; p < buf.length; p += g) {
       const c = buf.subarray(p, Math.min(buf.length, p + g));
-      if (zeroPrefix(c, c.length) === c.length) {
+      if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
         if (!o.targetIsZero) await t.writeZeroes(dst + p, c.length, true);
       } else {
         await t.writeCompressed(c, dst + p);
@@ -180,12 +254,17 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number): Promis
 /** Bytes that will really be read and written: progress counts these, as qemu-img's does. */
 async function dataBytes(segments: readonly CopySegment[], o: CopyOptions): Promise<number> {
   let n = 0;
-  for await (const job of plan(segments, o)) if (job.kind === 'data') n += job.length;
+  for await (const job of plan(segments, o)) {
+    if (job.kind === 'data') n += job.length;
+    for (const w of job.warnings ?? []) o.warn?.(w);
+  }
   return n;
 }
 
 export async function copyImage(segments: readonly CopySegment[], o: CopyOptions): Promise<void> {
-  const total = o.onProgress ? await dataBytes(segments, o) : 0;
+  // qemu-img always counts first; its block-status warnings show in that pass too
+  const total = o.onProgress || o.salvage ? await dataBytes(segments, o) : 0;
+  const limiter = o.rateLimit ? new RateLimiter(o.rateLimit) : undefined;
   const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, COPY_MAX_IN_FLIGHT));
   const jobs = plan(segments, o);
   let done = 0;
@@ -222,12 +301,29 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
       const job = it.value;
       try {
         let buf: Uint8Array | undefined;
+        const warnings = job.warnings ?? [];
+        let offloaded = false;
         if (job.kind === 'data') {
+          await limiter?.wait(job.length);
+          if (o.copyOffload && !o.outOfOrder) await turn(job.seq);
+          if (o.copyOffload) offloaded = await copyRange(job.src, job.srcOffset, job.length, o.target, job.dstOffset);
+        }
+        if (job.kind === 'data' && !offloaded) {
           buf = (pool.pop() ?? new Uint8Array(COPY_CHUNK_BYTES)).subarray(0, job.length);
-          await job.src.read(buf, job.srcOffset);
+          if (job.parts) {
+            buf.fill(0);
+            for (const p of job.parts) {
+              await readForCopy(p.src, buf.subarray(p.bufOffset, p.bufOffset + p.length), p.srcOffset, job.dstOffset + p.bufOffset, o.salvage ?? false, warnings);
+            }
+          } else {
+            await readForCopy(job.src, buf, job.srcOffset, job.dstOffset, o.salvage ?? false, warnings);
+          }
         }
         await turn(job.seq);
-        if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset);
+        for (const w of warnings) o.warn?.(w);
+        if (offloaded) { /* copied already */ }
+        else if (job.kind === 'data' && o.copyOffload) await o.target.write(buf!, job.dstOffset);
+        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset);
         else if (job.kind === 'zero') await o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
         if (buf) pool.push(new Uint8Array(buf.buffer, 0, COPY_CHUNK_BYTES));
         finish(job.seq);

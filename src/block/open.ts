@@ -15,6 +15,8 @@ import type { CacheMode, Protocol } from '../protocols/types.js';
 
 export { parseCacheMode, type CacheMode } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
+import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName } from '../protocols/blkdebug.js';
+import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -76,7 +78,26 @@ setProbedRawGuard((img, buf, offset) => {
 });
 
 export async function openProtocol(filename: string, readOnly: boolean, cache?: CacheMode): Promise<Protocol> {
-  return FileProtocol.open(filename, { readOnly, ...(cache !== undefined ? { cache } : {}) });
+  const c = cache !== undefined ? { cache } : {};
+  const bd = parseBlkdebugName(filename);
+  if (bd) {
+    const rules = new BlkdebugRules(await loadConfigRules(bd.config));
+    return new BlkdebugProtocol(await FileProtocol.open(bd.file, { readOnly, ...c }), rules, filename);
+  }
+  return FileProtocol.open(filename, { readOnly, ...c });
+}
+
+/** `driver=blkdebug` with an `image` child: the image below opened whole, behind the filter. */
+async function openBlkdebugFilter(filename: string, opts: OpenOptions): Promise<Image> {
+  const parts = await blkdebugParts(opts.options ?? {});
+  const inner = await openImage(filename, {
+    ...opts,
+    options: parts.inner,
+    ...(parts.innerFormat !== undefined ? { format: parts.innerFormat } : { format: undefined }),
+  });
+  const readOnly = opts.readOnly ?? true;
+  return new Image(new BlkdebugLayer(inner, parts.rules), inner.protocol,
+    { filename, format: 'blkdebug', probed: false, readOnly }, new MutableBackingReader());
 }
 
 async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
@@ -85,6 +106,7 @@ async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
 
 /** Open one layer (no backing chain linked yet). */
 export async function openLayer(name: string, opts: OpenOptions = {}): Promise<Image> {
+  if (opts.format === 'blkdebug') return openBlkdebugFilter(name, opts);
   // a driver named as the format (driver=null-co) needs no host path
   const filename = opts.format !== undefined && NULL_PROTOCOLS.has(opts.format) ? name : hostPath(name);
   const readOnly = opts.readOnly ?? true;

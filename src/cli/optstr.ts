@@ -118,7 +118,9 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   }
   const driver = flat['driver'];
   const protocolOnly = driver === 'null-co' || driver === 'null-aio';
-  const filename = flat['file.filename'] ?? flat['file'] ?? flat['filename'] ?? (protocolOnly ? `${driver}://` : undefined);
+  // a filter above a format (blkdebug) names its file inside its `image` child
+  const childFile = driver === 'blkdebug' ? flat['image.file.filename'] ?? flat['image.filename'] : undefined;
+  const filename = childFile ?? flat['file.filename'] ?? flat['file'] ?? flat['filename'] ?? (protocolOnly ? `${driver}://` : undefined);
   if (filename === undefined) {
     throw new VdiskError('invalid-argument', 'NO_FILENAME', `A block device must be specified for "file"`, { path: arg });
   }

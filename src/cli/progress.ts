@@ -1,7 +1,10 @@
 /**
  * qemu-img's -p progress line: "    (NN.NN/100%)" followed by a carriage return, printed when the
- * progress has moved by at least one percent, then a final newline. SIGUSR1 prints the current
- * value once even without -p, as qemu-img does.
+ * progress has moved by at least one percent, then a final newline.
+ *
+ * SIGUSR1 without -p: qemu-img 7.2 handles the signal only once its main loop runs again, which is
+ * after the operation, so however many signals came it prints one "    (100.00/100%)" line (with a
+ * newline) to stderr at the end; with -p the signal adds nothing.
  */
 /**
  * qemu keeps the value in a C float and prints it with "%3.2f": the float's exact value rounded,
@@ -17,13 +20,17 @@ function percent(pct: number): string {
 export class Progress {
   private last = -1;
   private current = 0;
-  private readonly onSignal = (): void => this.print(this.current);
+  private signalled = false;
+  private readonly onSignal = (): void => {
+    this.signalled = true;
+  };
 
   constructor(
     private readonly enabled: boolean,
     private readonly write: (s: string) => void,
     /** qemu prints every report of 0 % (amend's walks report one after the opening 0 %). */
     private readonly repeatZero = false,
+    private readonly writeErr: (s: string) => void = (s) => process.stderr.write(s),
   ) {
     process.on('SIGUSR1', this.onSignal);
     if (enabled) {
@@ -57,7 +64,10 @@ export class Progress {
 
   finish(): void {
     process.off('SIGUSR1', this.onSignal);
-    if (!this.enabled) return;
+    if (!this.enabled) {
+      if (this.signalled) this.writeErr(`    (${percent(this.current)}/100%)\n`);
+      return;
+    }
     if (this.last !== 100) this.print(100);
     this.print(100);
     this.write('\n');

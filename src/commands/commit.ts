@@ -6,7 +6,7 @@
  * backing file and -d was not given, as qemu-img does.
  */
 import { realpath, stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Cli } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
@@ -35,8 +35,11 @@ async function findBase(top: Image, baseName: string | undefined): Promise<{ cha
   for (let img: Image | null = top; img; img = img.backing) chain.push(img);
   if (chain.length < 2) throw new VdiskError('invalid-argument', 'NO_BACKING', 'Image does not have a backing file');
   if (baseName === undefined) return { chain, base: 1 };
-  const want = await identity(baseName);
-  for (let i = 1; i < chain.length; i++) if ((await identity(chain[i]!.filename)) === want) return { chain, base: i };
+  // as qemu, a relative base name is relative to the overlay that names it, not to the working directory
+  for (let i = 1; i < chain.length; i++) {
+    const want = await identity(isAbsolute(baseName) ? baseName : join(dirname(chain[i - 1]!.filename), baseName));
+    if ((await identity(chain[i]!.filename)) === want) return { chain, base: i };
+  }
   throw new VdiskError('not-found', 'BASE_NOT_IN_CHAIN', `Did not find '${baseName}' in the backing chain of '${top.filename}'`);
 }
 

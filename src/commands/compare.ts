@@ -11,6 +11,7 @@ import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imag
 import { printHelp } from '../cli/common.js';
 import { Progress } from '../cli/progress.js';
 import type { ChainStatus, Image } from '../block/image.js';
+import { VdiskError, strerror } from '../block/errors.js';
 
 export const EXIT_IDENTICAL = 0;
 export const EXIT_DIFFERENT = 1;
@@ -20,19 +21,30 @@ export const EXIT_IO_ERROR = 4;
 
 /** A block-status failure, told apart from read failures for the exit code. */
 class StatusError {
-  constructor(readonly cause: unknown) {}
+  constructor(readonly cause: unknown, readonly filename: string) {}
 }
 
 async function status(img: Image, off: number, len: number): Promise<ChainStatus> {
   try {
     return await img.chainStatus(off, len);
   } catch (e) {
-    throw new StatusError(e);
+    throw new StatusError(e, img.filename);
   }
 }
 
-/** Buffers compared at a time (bounded memory whatever the image size). */
-const COMPARE_CHUNK = 1 << 20;
+/** An I/O error reading a chunk: qemu names the chunk's start and the image. */
+async function readChunk(img: Image, buf: Uint8Array, off: number): Promise<void> {
+  try {
+    await img.read(buf, off);
+  } catch (e) {
+    if (!(e instanceof VdiskError) || e.kind !== 'io') throw e;
+    const why = e.context.errno !== undefined ? strerror(e.context.errno) : e.message;
+    throw new VdiskError('io', 'COMPARE_READ', `Error while reading offset ${off} of ${img.filename}: ${why}`, { path: img.filename, offset: off, op: 'read' }, e);
+  }
+}
+
+/** Bytes compared at a time (bounded memory whatever the image size); qemu's read errors name these chunks' starts. */
+const COMPARE_CHUNK = 2 << 20;
 
 class Mismatch {
   constructor(readonly message: string) {}
@@ -69,9 +81,9 @@ async function compareRange(i1: Image, i2: Image, strict: boolean, end: number, 
       const x = b1.subarray(0, chunk);
       const y = b2.subarray(0, chunk);
       if (s1.zero) x.fill(0);
-      else await i1.read(x, off);
+      else await readChunk(i1, x, off);
       if (s2.zero) y.fill(0);
-      else await i2.read(y, off);
+      else await readChunk(i2, y, off);
       const d = firstDifference(x, y);
       if (d >= 0) throw new Mismatch(`Content mismatch at offset ${off + d}!`);
     }
@@ -89,7 +101,7 @@ async function checkTail(big: Image, from: number, progress: Progress, total: nu
     if (!st.zero) {
       chunk = Math.min(chunk, COMPARE_CHUNK);
       const x = buf.subarray(0, chunk);
-      await big.read(x, off);
+      await readChunk(big, x, off);
       const d = firstNonZero(x);
       if (d >= 0) throw new Mismatch(`Content mismatch at offset ${off + d}!`);
     }
@@ -172,7 +184,8 @@ export default async function compareCommand(argv: string[], cli: Cli): Promise<
       return EXIT_DIFFERENT;
     }
     if (e instanceof StatusError) {
-      cli.fail(e.cause);
+      if (e.cause instanceof VdiskError && e.cause.kind === 'io') cli.error(`Sector allocation test failed for ${e.filename}`);
+      else cli.fail(e.cause);
       return EXIT_STATUS_ERROR;
     }
     cli.fail(e);

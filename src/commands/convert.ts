@@ -9,9 +9,9 @@
 import type { Cli } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { printHelp } from '../cli/common.js';
-import { newImageArgs, openForCommand, type ImageArgs } from '../cli/imageargs.js';
+import { newImageArgs, openForCommand, wrapOpen, type ImageArgs } from '../cli/imageargs.js';
 import { parseImageSpec, parseOptString } from '../cli/optstr.js';
-import { parseSize } from '../cli/units.js';
+import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { Progress } from '../cli/progress.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
@@ -44,6 +44,12 @@ interface ConvertArgs {
   cache: CacheMode;
   bitmaps?: boolean;
   skipBrokenBitmaps?: boolean;
+  copyOffload: boolean;
+  salvage: boolean;
+  /** -S was given (qemu refuses it with -C even at the default value). */
+  sparseGiven: boolean;
+  /** -r in bytes per second; 0: unlimited. */
+  rateLimit: number;
 }
 
 const LONG_OPTIONS = [
@@ -84,6 +90,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
   const a: ConvertArgs = {
     src: newImageArgs((t) => cli.errRaw(t)), targetImageOpts: false, compress: false, noCreate: false,
     targetIsZero: false, sparseSize: 4096, inFlight: 8, outOfOrder: false, progress: false, quiet: false, cache: 'unsafe',
+    copyOffload: false, salvage: false, sparseGiven: false, rateLimit: 0,
   };
   for (const o of r.options) {
     const v = o.value ?? '';
@@ -94,7 +101,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'B': case 'b': a.backing = v; break;
       case 'F': a.backingFmt = v; break;
       case 'c': a.compress = true; break;
-      case 'C': break; // copy offloading is an optimisation; plain copies give the same result
+      case 'C': a.copyOffload = true; break;
       case 'o':
         if (!isValidOptionList(v)) { cli.error(`Invalid option list: ${v}`); return 1; }
         a.options = accumulateOptions(a.options, v);
@@ -112,6 +119,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
           return 1;
         }
         a.sparseSize = Number(s.value);
+        a.sparseGiven = true;
         break;
       }
       case 'p': a.progress = true; break;
@@ -136,7 +144,16 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'U': a.src.forceShare = true; break;
       case 'r': {
         const s = parseSize(v);
-        if (!s.ok) { cli.error('Invalid rate limit specified'); return 1; }
+        if (!s.ok && s.reason === 'range') {
+          cli.error(`Invalid rate limit specified. Must be between 0 and ${QEMU_MAX_SIZE}.`);
+          return 1;
+        }
+        if (!s.ok) {
+          cli.error('Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for');
+          cli.error('kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.');
+          return 1;
+        }
+        a.rateLimit = Number(s.value);
         break;
       }
       case 'object':
@@ -147,10 +164,14 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
       case 'target-is-zero': a.targetIsZero = true; break;
       case 'bitmaps': a.bitmaps = true; break;
       case 'skip-broken-bitmaps': a.skipBrokenBitmaps = true; break;
-      case 'salvage': break;
+      case 'salvage': a.salvage = true; break;
     }
   }
   if (a.quiet) a.progress = false;
+  // qemu-img checks these after the whole command line, before anything is opened
+  if (a.copyOffload && a.compress) { cli.error('Cannot enable copy offloading when -c is used'); return 1; }
+  if (a.copyOffload && a.sparseGiven) { cli.error('Cannot enable copy offloading when -S is used'); return 1; }
+  if (a.copyOffload && a.salvage) { cli.error('Cannot use copy offloading in salvaging mode'); return 1; }
   return { a, files: r.operands };
 }
 
@@ -182,21 +203,33 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
   // qemu-img opens the sources before it looks at the output format
   const sources = await openSources(files.slice(0, -1), a);
   let driver;
+  let values = new Map<string, string>();
   try {
     if (a.bitmaps) checkSourceBitmaps(sources[0]!, a.skipBrokenBitmaps === true);
     driver = await loadFormatDriver(outFmt);
     if (!driver.create && !a.noCreate) throw noCreate(outFmt);
+    if (!a.noCreate) {
+      values = parseCreateOptions(driver, a.options);
+      // -o backing_file/backing_fmt count as -B/-F (-B wins over -o backing_file)
+      if (a.backing === undefined && values.has('backing_file')) a.backing = values.get('backing_file')!;
+      if (a.backingFmt === undefined && values.has('backing_fmt')) a.backingFmt = values.get('backing_fmt')!;
+      if (a.backing !== undefined && !driver.createOptions?.some((o) => o.name === 'backing_file')) {
+        throw new VdiskError('invalid-argument', 'NO_BACKING', `Backing file not supported for file format '${outFmt}'`);
+      }
+    }
+    if (a.backing !== undefined && sources.length > 1) {
+      throw new VdiskError('invalid-argument', 'BACKING_CONCAT', 'Having a backing file for the target makes no sense when concatenating multiple input images');
+    }
     if (a.compress && !driver.supportsCompression) {
       throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format');
     }
-    if (!a.noCreate) {
-      // -B/-F are qemu's old-style spellings of -o backing_file/backing_fmt: either may name them
-      const values = parseCreateOptions(driver, a.options);
-      a.backing ??= values.get('backing_file');
-      a.backingFmt ??= values.get('backing_fmt');
-      if (a.backing !== undefined && a.backingFmt === undefined) {
-        throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
-      }
+    // -B/-F are qemu's old-style spellings of -o backing_file/backing_fmt: either may name them
+    if (!a.noCreate && a.backing !== undefined && a.backingFmt === undefined) {
+      throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
+    }
+    if (a.backing === undefined && a.backingFmt !== undefined && !a.noCreate) {
+      throw new VdiskError('invalid-argument', 'BACKING_FMT_ALONE',
+        `${outName}: error while converting ${outFmt}: Backing format cannot be used without backing file`);
     }
   } catch (e) {
     for (const s of sources) await s.close();
@@ -207,7 +240,6 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     const total = sources.reduce((s, i) => s + i.size, 0);
     let fresh = false;
     if (!a.noCreate) {
-      const values = parseCreateOptions(driver, a.options);
       values.delete('size');
       if (a.backing !== undefined) {
         values.set('backing_file', a.backing);
@@ -223,10 +255,17 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     delete targetArgs.format;
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
-    target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, cache: a.cache, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    try {
+      // with its backing chain, as qemu opens it: a missing backing file fails here
+      target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: a.backing === undefined, cache: a.cache, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    } catch (e) {
+      // qemu names an option-string target by the whole string
+      if (!a.targetImageOpts || !(e instanceof VdiskError) || !(e.cause instanceof VdiskError)) throw e;
+      throw wrapOpen(outName, e.cause);
+    }
     if (a.bitmaps) checkTargetBitmaps(target);
     if (target.size < total) {
-      throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
+      throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', 'output file is smaller than input file');
     }
     const segments: CopySegment[] = [];
     let off = 0;
@@ -245,6 +284,11 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
         outOfOrder: a.outOfOrder,
         compressed: a.compress,
         onProgress: (d, t) => progress.update(d, t),
+        salvage: a.salvage,
+        // qemu-img -q silences salvage's warnings too
+        warn: (t) => { if (!a.quiet) cli.error(`warning: ${t}`); },
+        rateLimit: a.rateLimit,
+        copyOffload: a.copyOffload,
       });
     } finally {
       progress.finish();
@@ -285,6 +329,14 @@ export default async function convertCommand(argv: string[], cli: Cli): Promise<
   }
   if (a.targetIsZero && !a.noCreate) {
     cli.error('--target-is-zero requires use of -n flag');
+    return 1;
+  }
+  if (a.noCreate && a.options !== undefined) {
+    cli.error('-o has no effect when skipping image creation');
+    return 1;
+  }
+  if (a.targetImageOpts && !a.noCreate) {
+    cli.error('--target-image-opts requires use of -n flag');
     return 1;
   }
   if (a.src.imageOpts && a.src.format !== undefined) {

@@ -12,7 +12,7 @@ import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imag
 import { parseOutputFormat, printHelp, type OutputFormat } from '../cli/common.js';
 import { parseSize } from '../cli/units.js';
 import type { ChainStatus, Image } from '../block/image.js';
-import { VdiskError } from '../block/errors.js';
+import { VdiskError, strerror } from '../block/errors.js';
 
 /** Block status is asked for at most this much at a time, so a query never spans the whole disk. */
 const MAP_WINDOW_BYTES = 1 << 30;
@@ -90,7 +90,11 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
   else out.push('Offset          Length          Mapped to       File\n');
   try {
     for (let off = start; off < end;) {
-      const st = await img.chainStatus(off, Math.min(end - off, MAP_WINDOW_BYTES));
+      const st = await img.chainStatus(off, Math.min(end - off, MAP_WINDOW_BYTES)).catch((e: unknown) => {
+        if (!(e instanceof VdiskError) || e.kind !== 'io') throw e;
+        const why = e.context.errno !== undefined ? strerror(e.context.errno) : e.message;
+        throw new VdiskError('io', 'MAP_STATUS', `Could not read file metadata: ${why}`, { ...e.context, offset: off }, e);
+      });
       const e = toEntry(off, st);
       if (cur && mergeable(cur, e)) cur.length += e.length;
       else {

@@ -1,6 +1,7 @@
 /**
  * Optional native helper for the calls Node's fs does not expose: lseek(SEEK_DATA/SEEK_HOLE),
- * fallocate (preallocation, zero range, hole punching) and the size of a block device.
+ * fallocate (preallocation, zero range, hole punching), the size of a block device and
+ * copy_file_range (convert -C).
  *
  * It is built from native/vdisk_native.c by scripts/build-native.mjs at install time (Node-API,
  * so one build serves every Node version). If it is missing, vdisk still works: files read as
@@ -16,6 +17,8 @@ export interface NativeHelper {
   /** Make the range read as zeros (punch a hole when `punch`). Returns false when unsupported. */
   zeroRange(fd: number, offset: number, length: number, punch: boolean): boolean;
   blockDeviceSize(fd: number): number;
+  /** copy_file_range at explicit offsets: bytes copied (0 at the input's EOF). Throws on failure. Absent in older builds. */
+  copyFileRange?(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): number;
 }
 
 function load(): NativeHelper | undefined {

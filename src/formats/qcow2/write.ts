@@ -385,15 +385,25 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Zeros written as data, skipped where the bytes already read as zeros without a backing file. */
   private async zeroBytes(meta: MetadataWriter, pos: number, n: number): Promise<void> {
     const m = await this.p.map.lookup(pos, n);
-    if (m.length >= n && (m.type === 'zero-plain' || m.type === 'zero-alloc' || (m.type === 'unallocated' && !this.p.backingReader.present))) return;
+    if (m.length >= n && (m.type === 'zero-plain' || m.type === 'zero-alloc' || (m.type === 'unallocated' && !this.namesBacking()))) return;
     await this.writeData(meta, new Uint8Array(n), pos);
   }
 
-  /** Zero whole clusters (or subclusters) within one cluster through the L2 entry's zero flags. */
+  /**
+   * A backing file is linked, or named in the header though not opened (convert -n opens its target
+   * without the chain): unallocated clusters then do not read as zeros.
+   */
+  private namesBacking(): boolean {
+    return this.p.backingReader.present || this.p.loaded.backing !== undefined;
+  }
+
+  /**
+   * Zero whole clusters (or subclusters) within one cluster through the L2 entry's zero flags; as
+   * qemu, unallocated clusters get the flag too (an L2 table is allocated for it).
+   */
   private async zeroFlagged(meta: MetadataWriter, pos: number, n: number, mayUnmap: boolean): Promise<void> {
     const g = this.p.map.geo;
     const { l1i, idx, inC } = this.locate(pos);
-    if (this.p.map.l2Offset(l1i) === 0 && !this.p.backingReader.present) return;
     const l2off = await meta.l2ForWrite(l1i);
     const e = await meta.entry(l2off, idx);
     const keep = this.hasHost(e) && (e.hi & L2E_COPIED_HI) !== 0 && !mayUnmap && !this.p.readOnly;

@@ -1,0 +1,254 @@
+/**
+ * blkdebug: qemu's error-injection filter, the part its test suite uses to make reads fail.
+ *
+ * Two spellings open it, as in qemu:
+ *   - `blkdebug:CONFIG:FILE` — a filter under the format (a protocol), rules from an INI file of
+ *     `[inject-error]` sections (event, iotype, errno, sector, once, immediately);
+ *   - `json:{"driver":"blkdebug","image":{...},"inject-error":[...]}` — a filter above the format
+ *     (src/block/blkdebug-layer.ts), rules as an option list.
+ *
+ * What vdisk does not model: the state machine (`state`, `[set-state]`, `[set-var]` sections) and
+ * events other than "none", "read_aio" and "write_aio"; a rule naming another event is refused by
+ * name rather than silently never firing. "read_aio"/"write_aio" rules are armed from the first
+ * request, which is when qemu's formats fire those events for plain data requests.
+ */
+import { readFile } from 'node:fs/promises';
+import { VdiskError } from '../block/errors.js';
+import type { Preallocation, Protocol, ProtocolExtent } from './types.js';
+
+export type BlkdebugIoType = 'read' | 'write' | 'write-zeroes' | 'discard' | 'flush' | 'block-status';
+const IO_TYPES: readonly BlkdebugIoType[] = ['read', 'write', 'write-zeroes', 'discard', 'flush', 'block-status'];
+/** qemu's default iotype mask: everything but block-status. */
+const DEFAULT_IO_TYPES: readonly BlkdebugIoType[] = ['read', 'write', 'write-zeroes', 'discard', 'flush'];
+
+/** Every event name qemu's blkdebug knows (BlkdebugEvent); only SUPPORTED_EVENTS can fire here. */
+const KNOWN_EVENTS = new Set([
+  'l1_update', 'l1_grow_alloc_table', 'l1_grow_write_table', 'l1_grow_activate_table', 'l2_load', 'l2_update',
+  'l2_update_compressed', 'l2_alloc_cow_read', 'l2_alloc_write', 'read_aio', 'read_backing_aio', 'read_compressed',
+  'write_aio', 'write_compressed', 'vmstate_load', 'vmstate_save', 'cow_read', 'cow_write', 'reftable_load',
+  'reftable_grow', 'reftable_update', 'refblock_load', 'refblock_update', 'refblock_update_part', 'refblock_alloc',
+  'refblock_alloc_hookup', 'refblock_alloc_write', 'refblock_alloc_write_blocks', 'refblock_alloc_write_table',
+  'refblock_alloc_switch_table', 'cluster_alloc', 'cluster_alloc_bytes', 'cluster_free', 'flush_to_os',
+  'flush_to_disk', 'pwritev_rmw_head', 'pwritev_rmw_after_head', 'pwritev_rmw_tail', 'pwritev_rmw_after_tail',
+  'pwritev', 'pwritev_zero', 'pwritev_done', 'empty_image_prepare', 'l1_shrink_write_table',
+  'l1_shrink_free_l2_clusters', 'cor_write', 'cluster_alloc_space', 'none',
+]);
+const SUPPORTED_EVENTS = new Set(['none', 'read_aio', 'write_aio']);
+
+/** errno numbers a rule may name, with the names vdisk's errors carry (Linux numbering). */
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 5: 'EIO', 6: 'ENXIO', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES', 16: 'EBUSY', 22: 'EINVAL',
+  27: 'EFBIG', 28: 'ENOSPC', 30: 'EROFS', 95: 'EOPNOTSUPP', 110: 'ETIMEDOUT',
+};
+const STRERROR_BY_NUMBER: Record<number, string> = {
+  1: 'Operation not permitted', 2: 'No such file or directory', 5: 'Input/output error', 6: 'No such device or address',
+  11: 'Resource temporarily unavailable', 12: 'Cannot allocate memory', 13: 'Permission denied',
+  16: 'Device or resource busy', 22: 'Invalid argument', 27: 'File too large', 28: 'No space left on device',
+  30: 'Read-only file system', 95: 'Operation not supported', 110: 'Connection timed out',
+};
+
+export interface BlkdebugRule {
+  event: string;
+  ioTypes: ReadonlySet<BlkdebugIoType>;
+  errno: number;
+  /** The 512-byte sector a request must cover, or -1 for every request. */
+  sector: number;
+  once: boolean;
+}
+
+const RULE_KEYS = new Set(['event', 'state', 'iotype', 'errno', 'sector', 'once', 'immediately']);
+
+function invalidValue(v: string): VdiskError {
+  return new VdiskError('invalid-argument', 'BLKDEBUG_BAD_VALUE', `invalid parameter value: ${v}`);
+}
+
+function parseBool(v: string): boolean {
+  if (v === 'on' || v === 'true' || v === 'yes') return true;
+  if (v === 'off' || v === 'false' || v === 'no') return false;
+  throw new VdiskError('invalid-argument', 'BLKDEBUG_BAD_VALUE', `Parameter 'once' expects 'on' or 'off'`);
+}
+
+function parseInt64(key: string, v: string): number {
+  if (!/^-?[0-9]+$/.test(v)) throw new VdiskError('invalid-argument', 'BLKDEBUG_BAD_VALUE', `Parameter '${key}' expects a number`);
+  return Number(v);
+}
+
+/** One rule from its key/value pairs (config-file section or `inject-error.N.*` options). */
+export function parseRule(kv: ReadonlyMap<string, string>): BlkdebugRule {
+  for (const k of kv.keys()) {
+    if (!RULE_KEYS.has(k)) throw new VdiskError('invalid-argument', 'BLKDEBUG_BAD_KEY', `Invalid parameter '${k}'`);
+  }
+  const event = kv.get('event');
+  if (event === undefined) throw new VdiskError('invalid-argument', 'BLKDEBUG_NO_EVENT', "Missing event name for rule");
+  if (!KNOWN_EVENTS.has(event)) throw invalidValue(event);
+  if (!SUPPORTED_EVENTS.has(event)) {
+    throw new VdiskError('unsupported', 'BLKDEBUG_EVENT', `vdisk's blkdebug does not support the event '${event}' yet`);
+  }
+  if (kv.has('state')) throw new VdiskError('unsupported', 'BLKDEBUG_STATE', "vdisk's blkdebug does not support rule states yet");
+  const iotype = kv.get('iotype');
+  let ioTypes: Set<BlkdebugIoType>;
+  if (iotype === undefined) ioTypes = new Set(DEFAULT_IO_TYPES);
+  else if ((IO_TYPES as readonly string[]).includes(iotype)) ioTypes = new Set([iotype as BlkdebugIoType]);
+  else throw invalidValue(iotype);
+  const errno = kv.has('errno') ? parseInt64('errno', kv.get('errno')!) : 5;
+  const sector = kv.has('sector') ? parseInt64('sector', kv.get('sector')!) : -1;
+  const once = kv.has('once') ? parseBool(kv.get('once')!) : false;
+  return { event, ioTypes, errno, sector, once };
+}
+
+/** The `[inject-error]` sections of a blkdebug config file (other sections are refused). */
+export function parseConfig(text: string): BlkdebugRule[] {
+  const rules: BlkdebugRule[] = [];
+  let cur: Map<string, string> | undefined;
+  const flush = (): void => {
+    if (cur) rules.push(parseRule(cur));
+    cur = undefined;
+  };
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const sec = /^\[([^\]]*)\]$/.exec(line);
+    if (sec) {
+      flush();
+      if (sec[1] !== 'inject-error') {
+        throw new VdiskError('unsupported', 'BLKDEBUG_SECTION', `vdisk's blkdebug does not support [${sec[1]}] sections yet`);
+      }
+      cur = new Map();
+      continue;
+    }
+    const kv = /^([^=\s]+)\s*=\s*"(.*)"$/.exec(line);
+    if (!kv || !cur) throw new VdiskError('invalid-argument', 'BLKDEBUG_SYNTAX', 'Could not read blkdebug config file: Invalid argument');
+    cur.set(kv[1]!, kv[2]!);
+  }
+  flush();
+  return rules;
+}
+
+/** Rules from flattened options: `inject-error.0.event=none`, `inject-error.0.sector=2048`, ... */
+export function rulesFromOptions(options: Readonly<Record<string, string>>, prefix = 'inject-error.'): BlkdebugRule[] {
+  const byIndex = new Map<number, Map<string, string>>();
+  for (const [k, v] of Object.entries(options)) {
+    if (!k.startsWith(prefix)) continue;
+    const m = /^([0-9]+)\.(.+)$/.exec(k.slice(prefix.length));
+    if (!m) throw new VdiskError('invalid-argument', 'BLKDEBUG_BAD_KEY', `Invalid parameter '${k}'`);
+    const idx = Number(m[1]);
+    if (!byIndex.has(idx)) byIndex.set(idx, new Map());
+    byIndex.get(idx)!.set(m[2]!, v);
+  }
+  return [...byIndex.keys()].sort((a, b) => a - b).map((i) => parseRule(byIndex.get(i)!));
+}
+
+/** The error a rule injects: an I/O error with the rule's errno, worded as strerror. */
+export function injectedError(errno: number, op: string, offset: number): VdiskError {
+  const name = ERRNO_NAMES[errno];
+  return new VdiskError('io', 'BLKDEBUG_INJECTED', STRERROR_BY_NUMBER[errno] ?? `Unknown error ${errno}`,
+    { op, offset, ...(name ? { errno: name } : {}) });
+}
+
+/** A set of armed rules; `check` throws the first matching rule's error. */
+export class BlkdebugRules {
+  private readonly rules: BlkdebugRule[];
+
+  constructor(rules: readonly BlkdebugRule[]) {
+    this.rules = [...rules];
+  }
+
+  check(type: BlkdebugIoType, offset: number, length: number): void {
+    for (let i = 0; i < this.rules.length; i++) {
+      const r = this.rules[i]!;
+      if (!r.ioTypes.has(type)) continue;
+      const at = r.sector * 512;
+      if (r.sector >= 0 && !(length > 0 && at >= offset && at < offset + length)) continue;
+      if (r.once) this.rules.splice(i, 1);
+      throw injectedError(r.errno, type, offset);
+    }
+  }
+}
+
+/** Split `blkdebug:CONFIG:FILE` (CONFIG may be empty); undefined for other names. */
+export function parseBlkdebugName(name: string): { config: string; file: string } | undefined {
+  if (!name.startsWith('blkdebug:')) return undefined;
+  const rest = name.slice('blkdebug:'.length);
+  const colon = rest.indexOf(':');
+  if (colon < 0) return { config: '', file: rest };
+  return { config: rest.slice(0, colon), file: rest.slice(colon + 1) };
+}
+
+export async function loadConfigRules(config: string): Promise<BlkdebugRule[]> {
+  if (config === '') return [];
+  let text: string;
+  try {
+    text = await readFile(config, 'utf8');
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : 'Input/output error';
+    throw new VdiskError(code === 'ENOENT' ? 'not-found' : 'io', 'BLKDEBUG_CONFIG', `Could not read blkdebug config file: ${why}`);
+  }
+  return parseConfig(text);
+}
+
+/** blkdebug under a format: every request to the file below is checked against the rules first. */
+export class BlkdebugProtocol implements Protocol {
+  readonly protocol = 'blkdebug';
+
+  constructor(
+    private readonly inner: Protocol,
+    private readonly rules: BlkdebugRules,
+    readonly filename: string,
+  ) {}
+
+  get readOnly(): boolean {
+    return this.inner.readOnly;
+  }
+
+  async pread(buf: Uint8Array, offset: number): Promise<void> {
+    this.rules.check('read', offset, buf.length);
+    await this.inner.pread(buf, offset);
+  }
+
+  async pwrite(buf: Uint8Array, offset: number): Promise<void> {
+    this.rules.check('write', offset, buf.length);
+    await this.inner.pwrite(buf, offset);
+  }
+
+  size(): Promise<number> {
+    return this.inner.size();
+  }
+
+  truncate(size: number, prealloc?: Preallocation): Promise<void> {
+    return this.inner.truncate(size, prealloc);
+  }
+
+  async flush(): Promise<void> {
+    this.rules.check('flush', 0, 0);
+    await this.inner.flush();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
+  /** qemu's blkdebug reports no allocation of its own ("disk size: unavailable"). */
+  async allocatedSize(): Promise<number | undefined> {
+    return undefined;
+  }
+
+  async extent(offset: number, length: number): Promise<ProtocolExtent> {
+    this.rules.check('block-status', offset, length);
+    return this.inner.extent ? this.inner.extent(offset, length) : { length, data: true };
+  }
+
+  async writeZeroes(offset: number, length: number, punch: boolean): Promise<void> {
+    this.rules.check('write-zeroes', offset, length);
+    if (this.inner.writeZeroes) return this.inner.writeZeroes(offset, length, punch);
+    const chunk = new Uint8Array(Math.min(length, 1 << 20));
+    for (let p = offset; p < offset + length; p += chunk.length) {
+      await this.inner.pwrite(chunk.subarray(0, Math.min(chunk.length, offset + length - p)), p);
+    }
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.rules.check('discard', offset, length);
+    await this.inner.discard?.(offset, length);
+  }
+}
