@@ -427,7 +427,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const last = Math.floor((offset + length) / g.clusterSize);
       for (let c = first; c < last; c++) {
         const { l1i, idx } = this.locate(c * g.clusterSize);
-        if (this.p.map.l2Offset(l1i) === 0) continue;
+        // without an L2 table the cluster is unallocated: with a backing file qemu still makes it read as zeros
+        if (this.p.map.l2Offset(l1i) === 0 && !backing) continue;
         const l2off = await meta.l2ForWrite(l1i);
         const e = await meta.entry(l2off, idx);
         const cleared: RawEntry = g.extL2
