@@ -5,7 +5,7 @@
  * lose it or see it early). The parent kills it, either on a timer or by asking it to SIGKILL
  * itself right after its Nth write to the image file (a reproducible crash point).
  *
- * usage: node qcow2-crash-child.ts IMAGE JOURNAL SEED OPS [KILL_AFTER_WRITES]
+ * usage: node qcow2-crash-child.ts IMAGE JOURNAL SEED OPS [KILL_AFTER_WRITES [WRITE_LOG]]
  * journal lines: "ready", "flushed <op index> <model digest>", "done".
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
@@ -14,7 +14,7 @@ import { openImage } from '../../dist/block/open.js';
 import { FileProtocol } from '../../dist/protocols/file.js';
 import { applyOp, digest, initialModel, layoutFor, opBytes, opsFor } from './qcow2-crash-ops.ts';
 
-const [image, journalPath, seedArg, opsArg, killArg] = process.argv.slice(2);
+const [image, journalPath, seedArg, opsArg, killArg, logArg] = process.argv.slice(2);
 if (!image || !journalPath || !seedArg || !opsArg) {
   process.stderr.write('usage: qcow2-crash-child.ts IMAGE JOURNAL SEED OPS [KILL_AFTER_WRITES]\n');
   process.exit(2);
@@ -27,18 +27,40 @@ const note = (line: string): void => {
   writeSync(journal, line + '\n');
 };
 
-/** Count every call that changes the image file; the Nth one is the crash point. */
+/**
+ * Count every call that changes the image file; the Nth one is the crash point. With a write log
+ * (simulated power loss), each completed call is also recorded with its bytes, and each fsync as
+ * a barrier, so the parent can rebuild the file as a disk that lost unsynced writes would hold it.
+ * Records: u8 kind (1 write, 2 fsync, 3 zero range, 4 truncate), f64 offset, f64 length, bytes.
+ */
 let writes = 0;
-function countWrites(name: 'pwrite' | 'writeZeroes' | 'discard' | 'truncate'): void {
-  const proto = FileProtocol.prototype as unknown as Record<string, (this: FileProtocol, ...a: unknown[]) => Promise<unknown>>;
+const log = logArg ? openSync(logArg, 'w') : undefined;
+function record(kind: number, offset: number, length: number, data?: Uint8Array): void {
+  if (log === undefined) return;
+  const h = Buffer.alloc(17);
+  h.writeUInt8(kind, 0);
+  h.writeDoubleLE(offset, 1);
+  h.writeDoubleLE(length, 9);
+  writeSync(log, h);
+  if (data) writeSync(log, data);
+}
+type Method = (this: FileProtocol, ...a: unknown[]) => Promise<unknown>;
+function patch(name: 'pwrite' | 'writeZeroes' | 'discard' | 'truncate' | 'flush', rec: (a: unknown[]) => void): void {
+  const proto = FileProtocol.prototype as unknown as Record<string, Method>;
   const orig = proto[name]!;
   proto[name] = async function (this: FileProtocol, ...args: unknown[]): Promise<unknown> {
     const r = await orig.apply(this, args);
-    if (resolve(this.filename) === target && ++writes === killAfter) process.kill(process.pid, 'SIGKILL');
+    if (resolve(this.filename) !== target) return r;
+    rec(args);
+    if (name !== 'flush' && ++writes === killAfter) process.kill(process.pid, 'SIGKILL');
     return r;
   };
 }
-for (const n of ['pwrite', 'writeZeroes', 'discard', 'truncate'] as const) countWrites(n);
+patch('pwrite', ([buf, off]) => record(1, off as number, (buf as Uint8Array).length, buf as Uint8Array));
+patch('flush', () => record(2, 0, 0));
+patch('writeZeroes', ([off, len]) => record(3, off as number, len as number));
+patch('discard', ([off, len]) => record(3, off as number, len as number));
+patch('truncate', ([size]) => record(4, size as number, 0));
 
 const lay = layoutFor(seed);
 const ops = opsFor(seed, Number(opsArg));

@@ -108,7 +108,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     }, p.path, (offset, what) => this.overlap(offset, what));
     seedMetadata(p, alloc, rc);
     await this.checkRefcountsCoverMetadata(alloc, rc);
-    this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path);
+    this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path, p.data !== p.proto ? p.data : undefined);
     await this.clearUnknownAutoclear();
     return this.meta;
   }

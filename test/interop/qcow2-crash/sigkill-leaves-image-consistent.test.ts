@@ -8,14 +8,17 @@
  *
  * Most kills are reproducible: the child SIGKILLs itself right after its Nth write to the image
  * file, N drawn from the seed. Every fourth seed is killed by the parent on a timer instead, so
- * kills also land inside a write. A normal run does a handful of kills with fresh seeds; the
+ * kills also land inside a write. Another fourth also simulates a power loss at the kill: the
+ * child logs its writes and fsyncs, and the image judged is rebuilt from that log keeping each
+ * write since the last fsync or not, at random (this is what checks the flush barriers between
+ * data, refcounts, L2 and L1; a SIGKILL alone leaves every issued write in the page cache). A normal run does a handful of kills with fresh seeds; the
  * long mode (VDISK_LONG_TESTS=1) does VDISK_CRASH_KILLS (default 200). VDISK_CRASH_SEED=<n>
  * replays one seed. A failing kill keeps its files in /tmp/vdisk-crash-<seed>/.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, cpSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, qemuImg, scratch } from '../../helpers/oracle.ts';
 import {
@@ -36,16 +39,54 @@ interface Kill {
   killAfter: number;
   /** Parent's timer, in ms after the child reported it had opened the image. */
   delayMs: number;
+  /** Simulate a power loss as well: writes after the last fsync reach the file or not, at random. */
+  powerLoss: boolean;
 }
 
 function killFor(seed: number): Kill {
   const r = prng(seed ^ 0x5bd1e995);
-  return seed % 4 === 3 ? { seed, killAfter: 0, delayMs: r(400) } : { seed, killAfter: 1 + r(layoutFor(seed).writes), delayMs: 0 };
+  if (seed % 4 === 3) return { seed, killAfter: 0, delayMs: r(400), powerLoss: false };
+  return { seed, killAfter: 1 + r(layoutFor(seed).writes), delayMs: 0, powerLoss: seed % 4 === 1 };
+}
+
+/**
+ * The file as a disk would hold it after losing power at the kill: every write the child logged
+ * up to its last fsync, then each later one kept or lost at random (a disk cache reorders freely
+ * between barriers). Starts from the image as it was before the child ran.
+ */
+function powerLossImage(before: string, logPath: string, out: string, seed: number): void {
+  copyFileSync(before, out);
+  const logBytes = readFileSync(logPath);
+  const recs: Array<{ kind: number; offset: number; length: number; at: number }> = [];
+  let lastSync = -1;
+  for (let p = 0; p + 17 <= logBytes.length;) {
+    const kind = logBytes.readUInt8(p);
+    const offset = logBytes.readDoubleLE(p + 1);
+    const length = logBytes.readDoubleLE(p + 9);
+    const rec = { kind, offset, length, at: p + 17 };
+    p += 17 + (kind === 1 ? length : 0);
+    if (p > logBytes.length) break;
+    if (kind === 2) lastSync = recs.length;
+    recs.push(rec);
+  }
+  const keep = prng(seed ^ 0x27d4eb2f);
+  const fd = openSync(out, 'r+');
+  try {
+    recs.forEach((r, i) => {
+      if (i > lastSync && keep(2) === 0) return;
+      if (r.kind === 1) writeSync(fd, logBytes, r.at, r.length, r.offset);
+      else if (r.kind === 3) writeSync(fd, new Uint8Array(r.length), 0, r.length, r.offset);
+      else if (r.kind === 4) ftruncateSync(fd, r.offset);
+    });
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Run the child until it dies or finishes; returns its journal lines. */
-async function runChild(image: string, journal: string, k: Kill): Promise<{ lines: string[]; signal: string | null; code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [CHILD, image, journal, String(k.seed), String(OPS), String(k.killAfter)], { stdio: ['ignore', 'ignore', 'pipe'] });
+async function runChild(image: string, journal: string, k: Kill, log: string): Promise<{ lines: string[]; signal: string | null; code: number | null; stderr: string }> {
+  const args = [CHILD, image, journal, String(k.seed), String(OPS), String(k.killAfter), ...(k.powerLoss ? [log] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
   let timer: NodeJS.Timeout | undefined;
@@ -99,14 +140,19 @@ async function crashOnce(k: Kill): Promise<void> {
   const buf = new Uint8Array(lay.backingSize);
   backingBytes(buf, 0);
   writeFileSync(backing, buf);
-  const image = join(d, 'image.qcow2');
-  const c = qemuImg(['create', '-q', '-f', 'qcow2', '-o', lay.createOptions, '-b', backing, '-F', 'raw', image, String(lay.size)]);
+  const written = join(d, 'written.qcow2');
+  const c = qemuImg(['create', '-q', '-f', 'qcow2', '-o', lay.createOptions, '-b', backing, '-F', 'raw', written, String(lay.size)]);
   assert.equal(c.code, 0, c.stderr);
+  const before = join(d, 'before.qcow2');
+  if (k.powerLoss) copyFileSync(written, before);
+  const image = k.powerLoss ? join(d, 'power-lost.qcow2') : written;
   const journal = join(d, 'journal');
-  const where = `seed ${k.seed} (${k.killAfter ? `self-kill after write ${k.killAfter}` : `timer ${k.delayMs} ms`}; replay with VDISK_CRASH_SEED=${k.seed}; files kept in /tmp/vdisk-crash-${k.seed})`;
+  const how = k.killAfter ? `${k.powerLoss ? 'power loss at' : 'self-kill after'} write ${k.killAfter}` : `timer ${k.delayMs} ms`;
+  const where = `seed ${k.seed} (${how}; replay with VDISK_CRASH_SEED=${k.seed}; files kept in /tmp/vdisk-crash-${k.seed})`;
   const keep = (): void => cpSync(d, `/tmp/vdisk-crash-${k.seed}`, { recursive: true });
   try {
-    const r = await runChild(image, journal, k);
+    const r = await runChild(written, journal, k, join(d, 'write-log'));
+    if (k.powerLoss) powerLossImage(before, join(d, 'write-log'), image, k.seed);
     assert.ok(r.signal === 'SIGKILL' || (r.code === 0 && r.lines.at(-1)?.startsWith('done')), `child failed (${r.code}/${r.signal}): ${r.stderr}`);
     const ops = opsFor(k.seed, OPS);
     const flushed = r.lines.filter((l) => l.startsWith('flushed '));
@@ -138,5 +184,5 @@ const seeds = fixed !== undefined ? [Number(fixed)] : Array.from({ length: KILLS
 
 for (const seed of seeds) {
   const k = killFor(seed);
-  test(`SIGKILL of a qcow2 writer leaves an image qemu-img checks clean with every flushed write (seed ${seed}, ${layoutFor(seed).createOptions})`, () => crashOnce(k));
+  test(`${k.powerLoss ? 'power loss' : 'SIGKILL'} of a qcow2 writer leaves an image qemu-img checks clean with every flushed write (seed ${seed}, ${layoutFor(seed).createOptions})`, () => crashOnce(k));
 }
