@@ -69,14 +69,14 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
     out.length = 0;
   };
   let cur: MapEntry | undefined;
-  let first = true;
-  const emit = (e: MapEntry): void => {
+  // qemu writes an entry's separator as soon as the next entry is known, so output cut short by
+  // an error ends with ",\n" as qemu's does
+  const emit = (e: MapEntry, last: boolean): void => {
     if (fmt === 'json') {
-      out.push(first ? jsonEntry(e) : `,\n${jsonEntry(e)}`);
+      out.push(last ? jsonEntry(e) : `${jsonEntry(e)},\n`);
     } else {
       out.push(humanEntry(e));
     }
-    first = false;
     if (out.length > 1024) flush();
   };
   if (fmt === 'json') out.push('[');
@@ -87,14 +87,14 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
       const e = toEntry(off, st);
       if (cur && mergeable(cur, e)) cur.length += e.length;
       else {
-        if (cur) emit(cur);
+        if (cur) emit(cur, false);
         cur = e;
       }
       off += st.length;
     }
     // qemu prints one empty entry when the range is empty
     if (!cur && fmt === 'json') cur = { start, length: 0, depth: 0, present: false, zero: false, data: false };
-    if (cur) emit(cur);
+    if (cur) emit(cur, true);
     if (fmt === 'json') out.push(']\n');
   } finally {
     flush();
