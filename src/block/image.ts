@@ -208,6 +208,8 @@ export class Image {
     if (!st.data || st.zero || st.compressed || st.hostOffset === undefined || st.hostFile !== undefined) return;
     if (this.format === 'raw' || !this.protocol.extent) return;
     const ext = await this.protocol.extent(st.hostOffset, st.length);
+    // data mapped past the end of the file is not a hole to qemu: it stays data, not zero
+    if (!ext.data && st.hostOffset >= (await this.protocol.size())) return;
     if (!ext.data) st.zero = true;
     if (ext.length > 0 && ext.length < st.length) st.length = ext.length;
   }

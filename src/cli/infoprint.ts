@@ -46,8 +46,12 @@ export async function imageInfo(img: Image): Promise<InfoData> {
   return d;
 }
 
+/** SnapshotInfo's keys in QAPI order, then in qemu's QDict order (computed once: images may have 65536 snapshots). */
+const SNAPSHOT_KEYS = ['id', 'name', 'vm-state-size', 'date-sec', 'date-nsec', 'vm-clock-sec', 'vm-clock-nsec', 'icount'] as const;
+const SNAPSHOT_ORDER = Object.keys(qdictOrder(Object.fromEntries(SNAPSHOT_KEYS.map((k) => [k, 0])))) as Array<typeof SNAPSHOT_KEYS[number]>;
+
 function snapshotJson(s: SnapshotInfo): JsonObject {
-  const o: JsonObject = {
+  const v: Record<typeof SNAPSHOT_KEYS[number], JsonValue | undefined> = {
     id: s.id,
     name: s.name,
     'vm-state-size': s.vmStateSize,
@@ -55,9 +59,11 @@ function snapshotJson(s: SnapshotInfo): JsonObject {
     'date-nsec': s.dateNsec,
     'vm-clock-sec': Math.floor(s.vmClockNsec / 1e9),
     'vm-clock-nsec': s.vmClockNsec % 1e9,
+    icount: s.icount,
   };
-  if (s.icount !== undefined) o['icount'] = s.icount;
-  return qdictOrder(o);
+  const o: JsonObject = {};
+  for (const k of SNAPSHOT_ORDER) if (v[k] !== undefined) o[k] = v[k];
+  return o;
 }
 
 /** ImageInfo fields in QAPI order (insertion order decides QDict bucket collisions). */

@@ -45,19 +45,58 @@ function str(s: string): string {
   return JSON.stringify(s);
 }
 
-/** qobject_to_json_pretty: 4-space indentation; empty containers print as "{\n}" / "[\n]". */
-export function qjsonPretty(v: JsonValue, indent = 0): string {
+/**
+ * Collects output text in bounded pieces: a hostile image's info can hold 65536 snapshots, and
+ * building the text by nested joins kept every level's intermediate strings alive at once
+ * (over 100 MiB of heap for 14 MB of JSON).
+ */
+class TextSink {
+  private parts: string[] = [];
+  private readonly chunks: string[] = [];
+
+  add(s: string): void {
+    this.parts.push(s);
+    if (this.parts.length >= 8192) {
+      this.chunks.push(this.parts.join(''));
+      this.parts = [];
+    }
+  }
+
+  text(): string {
+    this.chunks.push(this.parts.join(''));
+    this.parts = [];
+    return this.chunks.join('');
+  }
+}
+
+function pretty(v: JsonValue, indent: number, out: TextSink): void {
   const pad = '    '.repeat(indent + 1);
   const end = '    '.repeat(indent);
   if (Array.isArray(v)) {
-    if (v.length === 0) return `[\n${end}]`;
-    return `[\n${v.map((x) => pad + qjsonPretty(x, indent + 1)).join(',\n')}\n${end}]`;
+    if (v.length === 0) return out.add(`[\n${end}]`);
+    out.add('[\n');
+    v.forEach((x, i) => {
+      out.add(i === 0 ? pad : `,\n${pad}`);
+      pretty(x, indent + 1, out);
+    });
+    return out.add(`\n${end}]`);
   }
   if (v !== null && typeof v === 'object') {
     const keys = Object.keys(v);
-    if (keys.length === 0) return `{\n${end}}`;
-    return `{\n${keys.map((k) => `${pad}${str(k)}: ${qjsonPretty(v[k]!, indent + 1)}`).join(',\n')}\n${end}}`;
+    if (keys.length === 0) return out.add(`{\n${end}}`);
+    out.add('{\n');
+    keys.forEach((k, i) => {
+      out.add(`${i === 0 ? '' : ',\n'}${pad}${str(k)}: `);
+      pretty(v[k]!, indent + 1, out);
+    });
+    return out.add(`\n${end}}`);
   }
-  if (typeof v === 'string') return str(v);
-  return String(v);
+  out.add(typeof v === 'string' ? str(v) : String(v));
+}
+
+/** qobject_to_json_pretty: 4-space indentation; empty containers print as "{\n}" / "[\n]". */
+export function qjsonPretty(v: JsonValue, indent = 0): string {
+  const out = new TextSink();
+  pretty(v, indent, out);
+  return out.text();
 }

@@ -4,10 +4,15 @@ import { humanSize } from './units.js';
 
 const pad2 = (n: number): string => String(n).padStart(2, '0');
 
-/** strftime("%Y-%m-%d %H:%M:%S", localtime(sec)). */
+let lastDate: [number, string] | undefined;
+
+/** strftime("%Y-%m-%d %H:%M:%S", localtime(sec)); the last answer is kept (tables repeat dates). */
 function localDate(sec: number): string {
+  if (lastDate?.[0] === sec) return lastDate[1];
   const d = new Date(sec * 1000);
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  const text = `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  lastDate = [sec, text];
+  return text;
 }
 
 function vmClock(nsec: number): string {

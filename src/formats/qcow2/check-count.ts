@@ -109,6 +109,10 @@ async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix
   const g = c.p.map.geo;
   const n = 2 ** g.l2Bits;
   c.spend(n);
+  // a table past the end of the file reads as zeros: nothing to count (a hostile L1 can name
+  // tens of thousands of them; reading and walking each would take minutes)
+  const at = BigInt(l2);
+  if (at <= INT64_MAX - BigInt(g.clusterSize) && !(at <= SAFE && Number(at) < c.fileLen)) return;
   const table = await readAt(c, l2, g.clusterSize, 'check_refcounts_l2');
   const w: L2Walk = { table, dv: new DataView(table.buffer), l2, nextContiguous: 0 };
   for (let i = 0; i < n; i++) {
@@ -145,6 +149,13 @@ async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix
     }
     if (!g.hasDataFile) inc(c, entryOffset(hi, lo), g.clusterSize);
   }
+}
+
+/** Whether a table holds only zero entries (then no entry of it needs checking). */
+export function isZeroTable(t: Uint8Array): boolean {
+  const words = new BigUint64Array(t.buffer, t.byteOffset, t.byteLength >>> 3);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
+  return true;
 }
 
 function compressedEntry(c: CheckCtx, i: number, hi: number, lo: number, bitmap: number, frag: boolean): void {

@@ -12,6 +12,7 @@
 import { CheckAbort, hex64, type CheckCtx, type Fix } from './check-context.js';
 import { refcountAt, StoredRefError, StoredRefs } from './check-stored.js';
 import { OL_ACTIVE_L2, overlapOk } from './check-overlap.js';
+import { isZeroTable } from './check-count.js';
 
 const TWO32 = 0x100000000;
 
@@ -184,6 +185,7 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
   const map = c.p.map;
   const g = map.geo;
   const l1 = map.l1View;
+  const table = new Uint8Array(g.clusterSize);
   for (let i = 0; i < map.l1Entries; i++) {
     const hi = l1.getUint32(i * 8);
     const lo = l1.getUint32(i * 8 + 4);
@@ -203,8 +205,10 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
         res.corruptionsFixed++;
       }
     }
-    const table = new Uint8Array(g.clusterSize);
-    if (safe && l2 < c.fileLen) await c.p.proto.pread(table, l2);
+    // past the end of the file the table reads as zeros: no entry to check
+    if (!(safe && l2 < c.fileLen)) continue;
+    await c.p.proto.pread(table, l2);
+    if (isZeroTable(table)) continue;
     const dirty = await copiedInL2(c, table, repair);
     if (dirty === 0) continue;
     if (!(await overlapOk(c, OL_ACTIVE_L2, l2, g.clusterSize))) {

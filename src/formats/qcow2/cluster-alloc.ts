@@ -2,7 +2,8 @@
  * Host cluster allocation over the refcounts: first-fit from a moving hint, refcount blocks
  * created on demand (placed so they count themselves where possible), and the refcount table
  * moved and grown when the file outgrows it. Order on disk: new blocks, then the new table, then
- * the header, then the old table is freed, so a crash leaves at worst leaked clusters.
+ * the header, then the old table is freed, each step synced before the next, so a crash or a
+ * power loss leaves at worst leaked clusters.
  */
 import { VdiskError } from '../../block/errors.js';
 import type { Protocol } from '../../protocols/types.js';
@@ -203,7 +204,9 @@ export class ClusterAllocator {
     await rc.blocks.flush();
     await this.proto.pwrite(table, c0 * cs);
     rc.replaceTable(table, c0 * cs);
+    await this.proto.flush();
     await this.onTableMoved(c0 * cs, tableClusters);
+    await this.proto.flush();
     await this.release(old.offset, old.bytes, false);
   }
 }

@@ -9,6 +9,7 @@
  */
 import { VdiskError } from '../../block/errors.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
+import { MAX_CLUSTER_BITS, MIN_CLUSTER_BITS } from './limits.js';
 
 export type FieldType = 'u8' | 'u32' | 'u64';
 
@@ -138,7 +139,7 @@ export function checkHeader(h: RawHeader, path: string): void {
   if (h.version < 2 || h.version > 3) {
     throw invalid('QCOW2_VERSION', `Unsupported qcow2 version ${h.version}`, path, 'unsupported');
   }
-  if (h.clusterBits < 9 || h.clusterBits > 21) {
+  if (h.clusterBits < MIN_CLUSTER_BITS || h.clusterBits > MAX_CLUSTER_BITS) {
     throw invalid('QCOW2_CLUSTER_BITS', `Unsupported cluster size: 2^${h.clusterBits}`, path, 'unsupported');
   }
   if (h.version === 2) {

@@ -115,11 +115,13 @@ export class ClusterMap {
     if (i >= this.l1Entries) return 0;
     const hi = this.l1View.getUint32(i * 8);
     const lo = this.l1View.getUint32(i * 8 + 4);
-    const off = entryOffset(hi, lo, this.path, 'L2 table');
-    if (off & (this.geo.clusterSize - 1)) {
-      throw corrupt(this.path, `L2 table offset ${hx(off)} unaligned (L1 index: ${hx(i)})`, off);
+    // alignment first, as qemu checks it: a garbage entry is reported as unaligned with its full offset
+    if ((lo & 0xfffffe00 & (this.geo.clusterSize - 1)) !== 0) {
+      const full = (BigInt(hi & 0x00ffffff) << 32n) | BigInt((lo & 0xfffffe00) >>> 0);
+      const at = full <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(full) : undefined;
+      throw corrupt(this.path, `L2 table offset 0x${full.toString(16)} unaligned (L1 index: ${hx(i)})`, at);
     }
-    return off;
+    return entryOffset(hi, lo, this.path, 'L2 table');
   }
 
   /**

@@ -82,10 +82,15 @@ export class TableCache {
     await this.proto.pwrite(s.data.slice(), offset);
   }
 
-  /** Write every dirty table. */
+  /** Write every dirty table (what they depend on is flushed once, before the first). */
   async flush(): Promise<void> {
+    let first = true;
     for (const [off, s] of this.slots) {
-      if (s.dirty) await this.writeBack(off, s);
+      if (!s.dirty) continue;
+      if (first) await this.beforeWrite?.();
+      first = false;
+      s.dirty = false;
+      await this.proto.pwrite(s.data.slice(), off);
     }
   }
 

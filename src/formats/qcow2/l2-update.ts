@@ -3,7 +3,10 @@
  * clusters, moving the L1 table, and the flush order that keeps the file consistent after a crash
  * at any point: data, then refcount increments, then L2 tables, then L1 entries and the header,
  * and only then refcount decrements (so a freed cluster is never reused while an on-disk table
- * still points at it).
+ * still points at it). Each step is separated from the next by an fsync (`sync`) when the next
+ * step has anything to write: without it the disk may reorder them, and after a power loss an
+ * L2 entry could point at a cluster whose refcount or data never arrived (qemu's cache
+ * dependencies and flushes between the refcount and L2 caches).
  */
 import type { Protocol } from '../../protocols/types.js';
 import { compressedDescriptor, entryOffset, L1E_COPIED_HI, L2E_COMPRESSED_HI, type ClusterMap } from './l1l2.js';
@@ -38,8 +41,20 @@ export class MetadataWriter {
     /** Whether guest data lives in an external data file (its clusters are not refcounted). */
     private readonly dataFile: boolean,
     private readonly path: string,
+    /** The external data file, synced with the image at each barrier (guest data lives there). */
+    private readonly data?: Protocol,
   ) {
-    map.l2Cache.beforeWrite = () => rc.flush();
+    // an L2 table reaches the file only after the refcounts and data it points at are durable
+    map.l2Cache.beforeWrite = async () => {
+      await rc.flush();
+      await this.sync();
+    };
+  }
+
+  /** Write barrier: everything written so far is on stable storage before anything after it. */
+  async sync(): Promise<void> {
+    if (this.data) await this.data.flush();
+    await this.proto.flush();
   }
 
   get cs(): number {
@@ -137,10 +152,19 @@ export class MetadataWriter {
 
   async flush(): Promise<void> {
     await this.rc.flush();
-    await this.map.l2Cache.flush();
-    await this.writeL1();
+    if (this.map.l2Cache.dirtyCount > 0) {
+      await this.sync();
+      await this.map.l2Cache.flush();
+    }
+    if (this.dirtyL1.size > 0) {
+      await this.sync();
+      await this.writeL1();
+    }
     const frees = this.pendingFrees;
+    if (frees.length === 0) return;
     this.pendingFrees = [];
+    // decrements only once no table on disk still points at what they free
+    await this.sync();
     for (const [off, bytes] of frees) await this.alloc.release(off, bytes, true);
     await this.rc.flush();
   }
@@ -167,6 +191,7 @@ export class MetadataWriter {
     padded.set(l1);
     await this.proto.pwrite(padded, nu);
     await this.rc.flush();
+    await this.sync();
     const old = { offset: this.l1Offset, bytes: Math.ceil(this.map.l1.length / this.cs) * this.cs };
     await persist(nu, entries);
     this.map.replaceL1(l1);

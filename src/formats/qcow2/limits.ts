@@ -4,6 +4,15 @@
  * qemu opens open here too. Each has a test feeding a header that crosses it.
  */
 
+/** Smallest cluster (qemu's MIN_CLUSTER_BITS): 512 bytes, one sector. */
+export const MIN_CLUSTER_BITS = 9;
+
+/** Largest cluster (qemu's MAX_CLUSTER_BITS): 2 MiB; every table and buffer sized by clusters stays bounded. */
+export const MAX_CLUSTER_BITS = 21;
+
+/** Widest refcount entry (the spec's refcount_order limit): 2^6 = 64 bits. */
+export const MAX_REFCOUNT_ORDER = 6;
+
 /** Largest active L1 table (qemu's QCOW_MAX_L1_SIZE): 32 MiB is 4 Mi entries, an 2 EiB disk at 2 MiB clusters. */
 export const MAX_L1_BYTES = 32 << 20;
 

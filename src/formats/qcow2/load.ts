@@ -12,7 +12,7 @@ import {
   virtualSize, type RawHeader,
 } from './header.js';
 import { parseExtensions, unsupportedFeatures, type Extensions } from './extensions.js';
-import { MAX_BACKING_NAME_BYTES, MAX_L1_BYTES, MAX_REFCOUNT_TABLE_BYTES, MAX_SNAPSHOTS } from './limits.js';
+import { MAX_BACKING_NAME_BYTES, MAX_L1_BYTES, MAX_REFCOUNT_ORDER, MAX_REFCOUNT_TABLE_BYTES, MAX_SNAPSHOTS } from './limits.js';
 import { readSnapshots, findSnapshot, type Snapshot } from './snapshot.js';
 import { readBitmapDirectory, type BitmapEntry } from './bitmap.js';
 
@@ -51,7 +51,7 @@ function checkFeatures(h: RawHeader, ext: Extensions, path: string, readOnly: bo
   if (h.incompatibleFeatures & INCOMPAT_CORRUPT && !readOnly) {
     throw invalid('QCOW2_CORRUPT_BIT', 'qcow2: Image is corrupt; cannot be opened read/write', path, 'corrupt');
   }
-  if (h.refcountOrder > 6) {
+  if (h.refcountOrder > MAX_REFCOUNT_ORDER) {
     throw invalid('QCOW2_REFCOUNT_ORDER', 'Reference count entry width too large; may not exceed 64 bits', path);
   }
   if (h.compressionType !== COMPRESSION_ZLIB && h.compressionType !== COMPRESSION_ZSTD) {

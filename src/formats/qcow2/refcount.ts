@@ -144,10 +144,14 @@ export class Refcounts {
     return -1;
   }
 
-  /** Write dirty blocks, then the changed table entries (a table entry never names an unwritten block). */
+  /**
+   * Write dirty blocks, then the changed table entries, with an fsync between: a table entry
+   * never names a block that is not on disk, even if the disk reorders writes.
+   */
   async flush(): Promise<void> {
     await this.blocks.flush();
     if (this.dirtyEntries.size === 0) return;
+    await this.proto.flush();
     const cs = 2 ** this.clusterBits;
     const touched = new Set<number>();
     for (const ti of this.dirtyEntries) touched.add(Math.floor((ti * 8) / cs));

@@ -31,8 +31,14 @@ const FIXED_BYTES = 40;
 const utf8 = new TextDecoder('utf-8');
 
 /** Reads a contiguous table front to back through a bounded buffer. */
+/**
+ * Sequential reads over the snapshot table through one 64 KiB window. Entries are decoded in
+ * place (no per-entry views or copies): a hostile header may claim MAX_SNAPSHOTS entries, and
+ * per-entry garbage alone then cost over 100 MiB of peak memory.
+ */
 class TableReader {
-  private buf = new Uint8Array(0);
+  buf = new Uint8Array(0);
+  dv = new DataView(this.buf.buffer);
   private bufStart = 0;
   pos: number;
 
@@ -40,52 +46,65 @@ class TableReader {
     this.pos = start;
   }
 
-  async take(n: number): Promise<Uint8Array> {
+  /** Make the next `n` bytes available; returns their index in `buf` and moves past them. */
+  async take(n: number): Promise<number> {
     const end = this.pos + n;
     if (this.pos < this.bufStart || end > this.bufStart + this.buf.length) {
       this.buf = new Uint8Array(Math.max(n, 64 << 10));
+      this.dv = new DataView(this.buf.buffer);
       this.bufStart = this.pos;
       await this.proto.pread(this.buf, this.pos);
     }
-    const out = this.buf.subarray(this.pos - this.bufStart, end - this.bufStart);
+    const at = this.pos - this.bufStart;
     this.pos = end;
-    return out;
+    return at;
+  }
+
+  async text(n: number): Promise<string> {
+    if (n === 0) return '';
+    const at = await this.take(n);
+    return utf8.decode(this.buf.subarray(at, at + n));
   }
 }
+
+const NO_EXTRA = new Uint8Array(0);
 
 export async function readSnapshots(proto: Protocol, offset: number, count: number, path: string): Promise<Snapshot[]> {
   const r = new TableReader(proto, offset);
   const list: Snapshot[] = [];
   for (let i = 0; i < count; i++) {
-    const fixed = await r.take(FIXED_BYTES);
-    const dv = new DataView(fixed.buffer, fixed.byteOffset, FIXED_BYTES);
-    const idSize = dv.getUint16(12);
-    const nameSize = dv.getUint16(14);
-    const extraSize = dv.getUint32(36);
+    const f = await r.take(FIXED_BYTES);
+    const dv = r.dv;
+    const idSize = dv.getUint16(f + 12);
+    const nameSize = dv.getUint16(f + 14);
+    const extraSize = dv.getUint32(f + 36);
     if (extraSize > MAX_SNAPSHOT_EXTRA_BYTES) {
       throw invalid('QCOW2_SNAPSHOT_EXTRA', `Too much extra metadata in snapshot table entry ${i}\n` +
         'You can force-remove this extra metadata with qemu-img check -r all', path, 'limit');
     }
     const s: Snapshot = {
-      l1TableOffset: dv.getBigUint64(0),
-      l1Size: dv.getUint32(8),
+      l1TableOffset: dv.getBigUint64(f),
+      l1Size: dv.getUint32(f + 8),
       id: '',
       name: '',
-      dateSec: dv.getUint32(16),
-      dateNsec: dv.getUint32(20),
-      vmClockNsec: dv.getBigUint64(24),
-      vmStateSize: BigInt(dv.getUint32(32)),
+      dateSec: dv.getUint32(f + 16),
+      dateNsec: dv.getUint32(f + 20),
+      vmClockNsec: dv.getBigUint64(f + 24),
+      vmStateSize: BigInt(dv.getUint32(f + 32)),
       icount: -1n,
-      extra: new Uint8Array(0),
+      extra: NO_EXTRA,
     };
-    const extra = (await r.take(extraSize)).slice();
-    const ev = new DataView(extra.buffer);
-    if (extraSize >= 8) s.vmStateSize = ev.getBigUint64(0);
-    if (extraSize >= 16) s.diskSize = ev.getBigUint64(8);
-    if (extraSize >= 24) s.icount = ev.getBigInt64(16);
-    s.extra = extra;
-    s.id = utf8.decode(await r.take(idSize));
-    s.name = utf8.decode(await r.take(nameSize));
+    if (extraSize > 0) {
+      const e = await r.take(extraSize);
+      const extra = r.buf.slice(e, e + extraSize);
+      const ev = new DataView(extra.buffer);
+      if (extraSize >= 8) s.vmStateSize = ev.getBigUint64(0);
+      if (extraSize >= 16) s.diskSize = ev.getBigUint64(8);
+      if (extraSize >= 24) s.icount = ev.getBigInt64(16);
+      s.extra = extra;
+    }
+    s.id = await r.text(idSize);
+    s.name = await r.text(nameSize);
     const used = r.pos - offset;
     r.pos = offset + Math.ceil(used / 8) * 8;
     if (r.pos - offset > MAX_SNAPSHOT_TABLE_BYTES) {

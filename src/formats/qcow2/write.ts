@@ -115,7 +115,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     }, p.path, (offset, what) => this.overlap(offset, what));
     seedMetadata(p, alloc, rc);
     await this.checkRefcountsCoverMetadata(alloc, rc);
-    this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path);
+    this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path, p.data !== p.proto ? p.data : undefined);
     return this.meta;
   }
 
@@ -451,7 +451,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const last = Math.floor((offset + length) / g.clusterSize);
       for (let c = first; c < last; c++) {
         const { l1i, idx } = this.locate(c * g.clusterSize);
-        if (this.p.map.l2Offset(l1i) === 0) continue;
+        // without an L2 table the cluster is unallocated: with a backing file qemu still makes it read as zeros
+        if (this.p.map.l2Offset(l1i) === 0 && !backing) continue;
         const l2off = await meta.l2ForWrite(l1i);
         const e = await meta.entry(l2off, idx);
         const cleared: RawEntry = g.extL2

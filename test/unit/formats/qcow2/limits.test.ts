@@ -10,7 +10,9 @@ import { openImage } from '../../../../dist/block/open.js';
 import {
   MAX_L1_BYTES, MAX_REFCOUNT_TABLE_BYTES, MAX_SNAPSHOTS, MAX_SNAPSHOT_EXTRA_BYTES, MAX_SNAPSHOT_TABLE_BYTES,
   MAX_BACKING_NAME_BYTES, MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES, L2_CACHE_BYTES,
+  MIN_CLUSTER_BITS, MAX_CLUSTER_BITS, MAX_REFCOUNT_ORDER,
 } from '../../../../dist/formats/qcow2/limits.js';
+import { MAX_IMAGE_SIZE } from '../../../../dist/block/limits.js';
 import { readSnapshots } from '../../../../dist/formats/qcow2/snapshot.js';
 import { TableCache } from '../../../../dist/formats/qcow2/l2-cache.js';
 import { qemuImg, scratch } from '../../../helpers/oracle.ts';
@@ -130,4 +132,35 @@ test('L2_CACHE_BYTES: the table cache never holds more tables than its budget', 
   assert.equal(reads, 100, 'the most recent table is still cached');
   await cache.get(0);
   assert.equal(reads, 101, 'the oldest table was evicted');
+});
+
+test('MIN_CLUSTER_BITS and MAX_CLUSTER_BITS: cluster_bits outside 9..21 is refused with qemu\'s message', async () => {
+  assert.deepEqual([MIN_CLUSTER_BITS, MAX_CLUSTER_BITS], [9, 21]);
+  assert.equal(await openError(crafted([[20, be32(MIN_CLUSTER_BITS - 1)]])), 'Unsupported cluster size: 2^8');
+  assert.equal(await openError(crafted([[20, be32(MAX_CLUSTER_BITS + 1)]])), 'Unsupported cluster size: 2^22');
+  assert.equal(await openError(crafted([[20, be32(63)]])), 'Unsupported cluster size: 2^63');
+});
+
+test('MAX_REFCOUNT_ORDER: refcount_order 7 (128-bit refcounts) is refused, 6 opens', async () => {
+  assert.equal(MAX_REFCOUNT_ORDER, 6);
+  assert.equal(await openError(crafted([[96, be32(MAX_REFCOUNT_ORDER + 1)]])), 'Reference count entry width too large; may not exceed 64 bits');
+  assert.equal(await openError(crafted([[96, be32(MAX_REFCOUNT_ORDER)]])), 'opened');
+});
+
+test('MAX_IMAGE_SIZE: a virtual size past 2^53 - 512 is refused before any table is sized from it', async () => {
+  assert.equal(await openError(crafted([[24, be64((1n << 63n) - 512n)]])), 'Image is too big');
+  // 2 MiB clusters: an L1 of 16384 entries maps 2^53 bytes, so only the size limit can refuse it
+  const big = join(dir, 'big-clusters.qcow2');
+  assert.equal(qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', big, '4M']).code, 0);
+  const sized = (size: bigint): string => {
+    const f = join(dir, `c${n++}.qcow2`);
+    copyFileSync(big, f);
+    const fd = openSync(f, 'r+');
+    writeSync(fd, be64(size), 0, 8, 24);
+    writeSync(fd, be32(16384), 0, 4, 36);
+    closeSync(fd);
+    return f;
+  };
+  assert.equal(await openError(sized(BigInt(MAX_IMAGE_SIZE) + 512n)), 'Image is too big');
+  assert.equal(await openError(sized(BigInt(MAX_IMAGE_SIZE))), 'opened');
 });
