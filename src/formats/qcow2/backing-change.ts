@@ -15,7 +15,7 @@ const enc = new TextEncoder();
  * Write the first cluster's header area in one write: header `nh`, extensions `ext` and the
  * backing file name `name` right after them (the header's backing fields are set here).
  */
-export async function writeHeaderArea(p: Qcow2Parts, nh0: RawHeader, ext: Extensions, name: Uint8Array | undefined = currentName(p)): Promise<RawHeader> {
+export async function writeHeaderArea(p: Qcow2Parts, nh0: RawHeader, ext: Extensions, name: Uint8Array | undefined): Promise<RawHeader> {
   const h = p.loaded.header;
   const cs = p.loaded.clusterSize;
   const extBytes = encodeExtensions(ext);
@@ -38,7 +38,8 @@ export async function writeHeaderArea(p: Qcow2Parts, nh0: RawHeader, ext: Extens
   return nh;
 }
 
-function currentName(p: Qcow2Parts): Uint8Array | undefined {
+/** The backing file name the header stores now (to rewrite the header area without changing it). */
+export function currentName(p: Qcow2Parts): Uint8Array | undefined {
   return p.loaded.backing ? enc.encode(p.loaded.backing.filename) : undefined;
 }
 

@@ -15,7 +15,7 @@
 import { VdiskError } from '../../block/errors.js';
 import { AUTOCLEAR_BITMAPS, invalid, toSafe } from './header.js';
 import { ENTRY_FIXED, type BitmapEntry } from './bitmap.js';
-import { writeHeaderArea } from './backing-change.js';
+import { currentName, writeHeaderArea } from './backing-change.js';
 import type { Qcow2Parts } from './layer.js';
 import type { MetadataWriter } from './l2-update.js';
 import type { Extensions } from './extensions.js';
@@ -194,7 +194,7 @@ export async function storeBitmaps(p: Qcow2Parts, meta: MetadataWriter, plans: r
     delete ext.bitmaps;
     h.autoclearFeatures &= ~AUTOCLEAR_BITMAPS;
   }
-  await writeHeaderArea(p, h, ext);
+  await writeHeaderArea(p, h, ext, currentName(p));
   l.bitmaps = list;
 
   if (oldExt && oldExt.directorySize > 0n) meta.queueFree(Number(oldExt.directoryOffset), Number(oldExt.directorySize));

@@ -18,5 +18,5 @@ test('a negative number option wraps around as strtoull does (-1 is 2^64-1)', ()
 
 test('a number option of 2^64 or more is too large, with qemu wording', () => {
   assert.throws(() => parse('18446744073709551616'), /Value '18446744073709551616' is too large for parameter 'n'/);
-  assert.throws(() => parse('abc'), /Parameter 'n' expects a non-negative number/);
+  assert.throws(() => parse('abc'), /Parameter 'n' expects a number$/);
 });
