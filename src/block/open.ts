@@ -12,7 +12,7 @@ import { FORMATS, findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import type { Protocol } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
-import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName } from '../protocols/blkdebug.js';
+import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName, rulesFromOptions } from '../protocols/blkdebug.js';
 import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
@@ -98,8 +98,34 @@ async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
   return entry.load();
 }
 
+/** How `json:{...}` names are read (registered by the CLI, which owns qemu's option syntax). */
+export interface JsonNameSpec {
+  filename: string;
+  format?: string;
+  options: Record<string, string>;
+}
+let jsonNames: ((name: string) => JsonNameSpec) | undefined;
+export function setJsonNameParser(fn: (name: string) => JsonNameSpec): void {
+  jsonNames = fn;
+}
+
+/** blkdebug named as the protocol in options (`file.driver=blkdebug`): the file below it, behind its rules. */
+async function blkdebugFileProtocol(filename: string, readOnly: boolean, options: Record<string, string>): Promise<Protocol> {
+  const rules = new BlkdebugRules([
+    ...(options['file.config'] !== undefined ? await loadConfigRules(options['file.config']) : []),
+    ...rulesFromOptions(options, 'file.inject-error.'),
+  ]);
+  for (const k of Object.keys(options)) if (k.startsWith('file.')) delete options[k];
+  return new BlkdebugProtocol(await FileProtocol.open(filename, { readOnly }), rules, filename);
+}
+
 /** Open one layer (no backing chain linked yet). */
 export async function openLayer(filename: string, opts: OpenOptions = {}): Promise<Image> {
+  if (filename.startsWith('json:') && jsonNames) {
+    const spec = jsonNames(filename);
+    const format = opts.format ?? spec.format;
+    return openLayer(spec.filename, { ...opts, options: { ...spec.options, ...(opts.options ?? {}) }, ...(format !== undefined ? { format } : {}) });
+  }
   if (opts.format === 'blkdebug') return openBlkdebugFilter(filename, opts);
   const readOnly = opts.readOnly ?? true;
   let entry: FormatEntry | undefined;
@@ -114,9 +140,11 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
       throw new VdiskError('invalid-argument', 'UNKNOWN_DRIVER', `Unknown driver '${opts.format}'`, { path: filename, format: opts.format });
     }
   }
+  const options = { ...(opts.options ?? {}) };
   const proto = protocolName !== undefined && NULL_PROTOCOLS.has(protocolName)
     ? NullProtocol.open(protocolName, opts.options ?? {})
-    : await openProtocol(filename, readOnly);
+    : options['file.driver'] === 'blkdebug' ? await blkdebugFileProtocol(filename, readOnly, options)
+      : await openProtocol(filename, readOnly);
   try {
     let probed = false;
     if (!entry) {
@@ -132,7 +160,7 @@ export async function openLayer(filename: string, opts: OpenOptions = {}): Promi
     const ctx: OpenContext = {
       filename,
       readOnly,
-      options: opts.options ?? {},
+      options,
       secrets: opts.secrets ?? noSecrets,
       backing,
       openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro),
