@@ -5,7 +5,9 @@
  *   - `blkdebug:CONFIG:FILE` — a filter under the format (a protocol), rules from an INI file of
  *     `[inject-error]` sections (event, iotype, errno, sector, once, immediately);
  *   - `json:{"driver":"blkdebug","image":{...},"inject-error":[...]}` — a filter above the format
- *     (src/block/blkdebug-layer.ts), rules as an option list.
+ *     (src/block/blkdebug-layer.ts), rules as an option list;
+ *   - `json:{"driver":"qcow2","file":{"driver":"blkdebug","image":{...},"inject-error":[...]}}` —
+ *     the protocol again, from options (src/block/open.ts), as iotest 020 names a backing file.
  *
  * What vdisk does not model: the state machine (`state`, `[set-state]`, `[set-var]` sections) and
  * events other than "none", "read_aio" and "write_aio"; a rule naming another event is refused by
