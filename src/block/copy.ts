@@ -127,25 +127,22 @@ async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): A
       yield { seq: seq++, src: parts[0]!.src, srcOffset: parts[0]!.srcOffset, dstOffset: t, length: n, kind, parts };
       continue;
     }
-    {
-      const img = parts[0]!.src;
-      const off = parts[0]!.srcOffset;
-      const seg = { targetOffset: t - off };
-      const explicit = { zero: false };
-      const zero = await allZero(img, off, off + n, o.topOnly ?? false, explicit);
-      // -S 0: zero clusters are written (compressed) too, so the output is fully allocated
-      const kind: Job['kind'] = zero && !(o.sparseSize === 0 && !o.topOnly) ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
-      if (kind === 'skip' && o.topOnly && explicit.zero) {
-        // zeros over a backing file must reach the target; the unallocated runs beside them stay so
-        for (let p = off; p < off + n;) {
-          const st = await img.layerStatus(p, off + n - p);
-          yield { seq: seq++, src: img, srcOffset: p, dstOffset: seg.targetOffset + p, length: st.length, kind: st.allocated ? 'zero' : 'skip' };
-          p += st.length;
-        }
-        continue;
+    const img = parts[0]!.src;
+    const off = parts[0]!.srcOffset;
+    const explicit = { zero: false };
+    const zero = await allZero(img, off, off + n, o.topOnly ?? false, explicit);
+    // -S 0: zero clusters are written (compressed) too, so the output is fully allocated
+    const kind: Job['kind'] = zero && !(o.sparseSize === 0 && !o.topOnly) ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
+    if (kind === 'skip' && o.topOnly && explicit.zero) {
+      // zeros over a backing file must reach the target; the unallocated runs beside them stay so
+      for (let p = off; p < off + n;) {
+        const st = await img.layerStatus(p, off + n - p);
+        yield { seq: seq++, src: img, srcOffset: p, dstOffset: t + (p - off), length: st.length, kind: st.allocated ? 'zero' : 'skip' };
+        p += st.length;
       }
-      yield { seq: seq++, src: img, srcOffset: off, dstOffset: seg.targetOffset + off, length: n, kind };
+      continue;
     }
+    yield { seq: seq++, src: img, srcOffset: off, dstOffset: t, length: n, kind };
   }
 }
 

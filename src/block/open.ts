@@ -15,7 +15,7 @@ import type { CacheMode, Protocol } from '../protocols/types.js';
 
 export { parseCacheMode, type CacheMode } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
-import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName } from '../protocols/blkdebug.js';
+import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName, rulesFromOptions } from '../protocols/blkdebug.js';
 import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
@@ -104,8 +104,34 @@ async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
   return entry.load();
 }
 
+/** How `json:{...}` names are read (registered by the CLI, which owns qemu's option syntax). */
+export interface JsonNameSpec {
+  filename: string;
+  format?: string;
+  options: Record<string, string>;
+}
+let jsonNames: ((name: string) => JsonNameSpec) | undefined;
+export function setJsonNameParser(fn: (name: string) => JsonNameSpec): void {
+  jsonNames = fn;
+}
+
+/** blkdebug named as the protocol in options (`file.driver=blkdebug`): the file below it, behind its rules. */
+async function blkdebugFileProtocol(filename: string, readOnly: boolean, options: Record<string, string>): Promise<Protocol> {
+  const rules = new BlkdebugRules([
+    ...(options['file.config'] !== undefined ? await loadConfigRules(options['file.config']) : []),
+    ...rulesFromOptions(options, 'file.inject-error.'),
+  ]);
+  for (const k of Object.keys(options)) if (k.startsWith('file.')) delete options[k];
+  return new BlkdebugProtocol(await FileProtocol.open(filename, { readOnly }), rules, filename);
+}
+
 /** Open one layer (no backing chain linked yet). */
 export async function openLayer(name: string, opts: OpenOptions = {}): Promise<Image> {
+  if (name.startsWith('json:') && jsonNames) {
+    const spec = jsonNames(name);
+    const format = opts.format ?? spec.format;
+    return openLayer(spec.filename, { ...opts, options: { ...spec.options, ...(opts.options ?? {}) }, ...(format !== undefined ? { format } : {}) });
+  }
   if (opts.format === 'blkdebug') return openBlkdebugFilter(name, opts);
   // a driver named as the format (driver=null-co) needs no host path
   const filename = opts.format !== undefined && NULL_PROTOCOLS.has(opts.format) ? name : hostPath(name);
@@ -122,9 +148,11 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
       throw new VdiskError('invalid-argument', 'UNKNOWN_DRIVER', `Unknown driver '${opts.format}'`, { path: filename, format: opts.format });
     }
   }
+  const options = { ...(opts.options ?? {}) };
   const proto = protocolName !== undefined && NULL_PROTOCOLS.has(protocolName)
     ? NullProtocol.open(protocolName, opts.options ?? {})
-    : await openProtocol(filename, readOnly, opts.cache);
+    : options['file.driver'] === 'blkdebug' ? await blkdebugFileProtocol(filename, readOnly, options)
+      : await openProtocol(filename, readOnly, opts.cache);
   try {
     let probed = false;
     if (!entry) {
@@ -140,7 +168,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     const ctx: OpenContext = {
       filename,
       readOnly,
-      options: opts.options ?? {},
+      options,
       secrets: opts.secrets ?? noSecrets,
       backing,
       openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro, opts.cache),

@@ -120,7 +120,8 @@ export function createSummary(driver: FormatDriver, values: ReadonlyMap<string, 
   for (const s of [...(driver.createOptions ?? []), ...PROTOCOL_CREATE_OPTIONS]) if (!specs.has(s.name)) specs.set(s.name, s);
   for (const name of order) {
     const v = values.get(name) ?? specs.get(name)?.def;
-    if (v !== undefined) parts.push(`${name}=${v}`);
+    // qemu prints option values escaped as an option list would need them (a comma doubled)
+    if (v !== undefined) parts.push(`${name}=${String(v).replaceAll(',', ',,')}`);
   }
   return parts.join(' ');
 }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
 import type { SecretStore } from '../block/driver.js';
+import { setJsonNameParser } from '../block/open.js';
 
 export type OptPairs = Array<[string, string]>;
 
@@ -119,13 +120,16 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   const driver = flat['driver'];
   const protocolOnly = driver === 'null-co' || driver === 'null-aio';
   // a filter above a format (blkdebug) names its file inside its `image` child
-  const childFile = driver === 'blkdebug' ? flat['image.file.filename'] ?? flat['image.filename'] : undefined;
+  const childFile = driver === 'blkdebug' ? flat['image.file.filename'] ?? flat['image.filename']
+    : flat['file.driver'] === 'blkdebug' ? flat['file.image.filename'] : undefined;
   const filename = childFile ?? flat['file.filename'] ?? flat['file'] ?? flat['filename'] ?? (protocolOnly ? `${driver}://` : undefined);
   if (filename === undefined) {
     throw new VdiskError('invalid-argument', 'NO_FILENAME', `A block device must be specified for "file"`, { path: arg });
   }
   const options: Record<string, string> = {};
   let format: string | undefined;
+  // blkdebug as the protocol: its options go down to the opener, which wraps the file in it
+  if (flat['file.driver'] === 'blkdebug') options['file.driver'] = 'blkdebug';
   for (const [k, v] of Object.entries(flat)) {
     if (k === 'driver') format = v;
     else if (k === 'file.filename' || k === 'file' || k === 'filename' || k === 'file.driver') continue;
@@ -133,6 +137,9 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   }
   return format !== undefined ? { filename, format, options } : { filename, options };
 }
+
+// backing files named json:{...} are opened by the block layer with this reading of them
+setJsonNameParser((name) => parseImageSpec(name, false));
 
 /** Secrets from `--object secret,id=ID,data=...|file=...[,format=raw|base64]`. */
 export class Secrets implements SecretStore {

@@ -13,7 +13,7 @@ import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imag
 import { printHelp } from '../cli/common.js';
 import { Progress } from '../cli/progress.js';
 import { parseSize } from '../cli/units.js';
-import { VdiskError } from '../block/errors.js';
+import { VdiskError, strerror } from '../block/errors.js';
 import { parseCacheMode, type CacheMode } from '../block/open.js';
 import type { Image } from '../block/image.js';
 
@@ -130,8 +130,15 @@ export default async function commitCommand(argv: string[], cli: Cli): Promise<n
     const { chain, base } = await findBase(top, baseName);
     const baseImg = chain[base]!;
     if (top.size > baseImg.size) await baseImg.truncate(top.size, 'off', false);
-    await commitData(top, baseImg, base, progress);
-    await baseImg.flush();
+    try {
+      await commitData(top, baseImg, base, progress);
+      await baseImg.flush();
+    } catch (e) {
+      // qemu copies in a block job; an I/O error ends it with the job's message
+      if (!(e instanceof VdiskError) || e.kind !== 'io') throw e;
+      const why = e.context.errno !== undefined ? strerror(e.context.errno) : e.message;
+      throw new VdiskError('io', 'COMMIT_JOB', `Block job failed: ${why}`, e.context, e);
+    }
     // qemu empties the top only when it was committed into its immediate backing file
     if (!keepTop && baseName === undefined) {
       await top.makeEmpty();

@@ -20,6 +20,7 @@ import { VdiskError } from '../block/errors.js';
 import { parseCacheMode, type CacheMode } from '../block/open.js';
 import type { Image } from '../block/image.js';
 import { checkSourceBitmaps, checkTargetBitmaps, copyBitmaps } from './convert-bitmaps.js';
+import type { FormatDriver } from '../block/driver.js';
 
 /** -S accepts multiples of 512 up to 16 MiB (qemu-img's limit). */
 const MAX_SPARSE_SIZE = 16 << 20;
@@ -197,40 +198,51 @@ async function openSources(files: string[], a: ConvertArgs): Promise<Image[]> {
   return out;
 }
 
+/**
+ * The output format's driver and -o values, after qemu-img's checks of the target options, in its
+ * order: -o parse errors, backing files the format cannot have, -B with several sources, -c, a
+ * backing file without a format, a format without a backing file.
+ */
+async function checkTarget(a: ConvertArgs, sourceCount: number, outName: string, outFmt: string):
+  Promise<{ driver: FormatDriver; values: Map<string, string> }> {
+  const driver = await loadFormatDriver(outFmt);
+  if (!driver.create && !a.noCreate) throw noCreate(outFmt);
+  let values = new Map<string, string>();
+  if (!a.noCreate) {
+    values = parseCreateOptions(driver, a.options);
+    // -o backing_file/backing_fmt count as -B/-F (-B wins over -o backing_file)
+    if (a.backing === undefined && values.has('backing_file')) a.backing = values.get('backing_file')!;
+    if (a.backingFmt === undefined && values.has('backing_fmt')) a.backingFmt = values.get('backing_fmt')!;
+    if (a.backing !== undefined && !driver.createOptions?.some((o) => o.name === 'backing_file')) {
+      throw new VdiskError('invalid-argument', 'NO_BACKING', `Backing file not supported for file format '${outFmt}'`);
+    }
+  }
+  if (a.backing !== undefined && sourceCount > 1) {
+    throw new VdiskError('invalid-argument', 'BACKING_CONCAT', 'Having a backing file for the target makes no sense when concatenating multiple input images');
+  }
+  if (a.compress && !driver.supportsCompression) {
+    throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format');
+  }
+  if (a.backing !== undefined && a.backingFmt === undefined && !a.noCreate) {
+    throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
+  }
+  if (a.backing === undefined && a.backingFmt !== undefined && !a.noCreate) {
+    throw new VdiskError('invalid-argument', 'BACKING_FMT_ALONE',
+      `${outName}: error while converting ${outFmt}: Backing format cannot be used without backing file`);
+  }
+  return { driver, values };
+}
+
 async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<number> {
   const outName = files[files.length - 1]!;
   const outFmt = a.outFmt ?? 'raw';
   // qemu-img opens the sources before it looks at the output format
   const sources = await openSources(files.slice(0, -1), a);
-  let driver;
-  let values = new Map<string, string>();
+  let driver: FormatDriver;
+  let values: Map<string, string>;
   try {
     if (a.bitmaps) checkSourceBitmaps(sources[0]!, a.skipBrokenBitmaps === true);
-    driver = await loadFormatDriver(outFmt);
-    if (!driver.create && !a.noCreate) throw noCreate(outFmt);
-    if (!a.noCreate) {
-      values = parseCreateOptions(driver, a.options);
-      // -o backing_file/backing_fmt count as -B/-F (-B wins over -o backing_file)
-      if (a.backing === undefined && values.has('backing_file')) a.backing = values.get('backing_file')!;
-      if (a.backingFmt === undefined && values.has('backing_fmt')) a.backingFmt = values.get('backing_fmt')!;
-      if (a.backing !== undefined && !driver.createOptions?.some((o) => o.name === 'backing_file')) {
-        throw new VdiskError('invalid-argument', 'NO_BACKING', `Backing file not supported for file format '${outFmt}'`);
-      }
-    }
-    if (a.backing !== undefined && sources.length > 1) {
-      throw new VdiskError('invalid-argument', 'BACKING_CONCAT', 'Having a backing file for the target makes no sense when concatenating multiple input images');
-    }
-    if (a.compress && !driver.supportsCompression) {
-      throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format');
-    }
-    // -B/-F are qemu's old-style spellings of -o backing_file/backing_fmt: either may name them
-    if (!a.noCreate && a.backing !== undefined && a.backingFmt === undefined) {
-      throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
-    }
-    if (a.backing === undefined && a.backingFmt !== undefined && !a.noCreate) {
-      throw new VdiskError('invalid-argument', 'BACKING_FMT_ALONE',
-        `${outName}: error while converting ${outFmt}: Backing format cannot be used without backing file`);
-    }
+    ({ driver, values } = await checkTarget(a, sources.length, outName, outFmt));
   } catch (e) {
     for (const s of sources) await s.close();
     throw e;

@@ -5,12 +5,15 @@
  *   - `blkdebug:CONFIG:FILE` — a filter under the format (a protocol), rules from an INI file of
  *     `[inject-error]` sections (event, iotype, errno, sector, once, immediately);
  *   - `json:{"driver":"blkdebug","image":{...},"inject-error":[...]}` — a filter above the format
- *     (src/block/blkdebug-layer.ts), rules as an option list.
+ *     (src/block/blkdebug-layer.ts), rules as an option list;
+ *   - `json:{"driver":"qcow2","file":{"driver":"blkdebug","image":{...},"inject-error":[...]}}` —
+ *     the protocol again, from options (src/block/open.ts), as iotest 020 names a backing file.
  *
  * What vdisk does not model: the state machine (`state`, `[set-state]`, `[set-var]` sections) and
  * events other than "none", "read_aio" and "write_aio"; a rule naming another event is refused by
- * name rather than silently never firing. "read_aio"/"write_aio" rules are armed from the first
- * request, which is when qemu's formats fire those events for plain data requests.
+ * name rather than silently never firing. "read_aio"/"write_aio" rules are armed by the first read
+ * or write through the filter (qemu's formats fire those events before their data requests; vdisk
+ * does not tell data from metadata requests apart here).
  */
 import { readFile } from 'node:fs/promises';
 import { VdiskError } from '../block/errors.js';
@@ -148,15 +151,19 @@ export function injectedError(errno: number, op: string, offset: number): VdiskE
 /** A set of armed rules; `check` throws the first matching rule's error. */
 export class BlkdebugRules {
   private readonly rules: BlkdebugRule[];
+  /** Events seen so far: a rule applies from its event on ("none" from the start). */
+  private readonly armed = new Set<string>(['none']);
 
   constructor(rules: readonly BlkdebugRule[]) {
     this.rules = [...rules];
   }
 
   check(type: BlkdebugIoType, offset: number, length: number): void {
+    if (type === 'read') this.armed.add('read_aio');
+    if (type === 'write' || type === 'write-zeroes') this.armed.add('write_aio');
     for (let i = 0; i < this.rules.length; i++) {
       const r = this.rules[i]!;
-      if (!r.ioTypes.has(type)) continue;
+      if (!this.armed.has(r.event) || !r.ioTypes.has(type)) continue;
       const at = r.sector * 512;
       if (r.sector >= 0 && !(length > 0 && at >= offset && at < offset + length)) continue;
       if (r.once) this.rules.splice(i, 1);
