@@ -11,8 +11,9 @@
  * apply, delete), writes with refcounted allocation and copy-on-write, compressed writes, zero
  * clusters, discard,
  * resize (grow with preallocation, shrink), `check` with leak/refcount repair, repair of dirty
- * (lazy-refcounts) images before the first write, qemu's metadata overlap check.
- * legacy AES encryption (crypt_method 1) read and written.
+ * (lazy-refcounts) images before the first write, qemu's metadata overlap check, amend (compat
+ * up/downgrade, refcount width, lazy refcounts, data file fields, size, LUKS key slots), legacy
+ * AES encryption (crypt_method 1) read and written.
  * Not supported: writing images with
  * enabled persistent dirty bitmaps (they would go stale), rebuilding refcount structures from
  * scratch (repair fixes refcounts in place).
@@ -20,8 +21,10 @@
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
  * layer.ts (reads, block status, info), write.ts and l2-update.ts (writes), refcount.ts and
- * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts, crypto.ts (LUKS and legacy AES over src/crypto),
- * compress.ts, bitmap.ts; hostile-input limits are in limits.ts.
+ * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts, crypto.ts
+ * (LUKS and legacy AES over src/crypto), compress.ts, bitmap.ts, amend.ts (qemu-img amend:
+ * amend-upgrade.ts, amend-downgrade.ts, amend-refcount.ts, amend-encrypt.ts, and header-write.ts
+ * for qemu's whole-header rewrite); hostile-input limits are in limits.ts.
  */
 import { VdiskError } from '../../block/errors.js';
 import type { CreateContext, FormatDriver, FormatLayer, OpenContext } from '../../block/driver.js';

@@ -107,7 +107,18 @@ export class SnapshotEditor {
     const meta = await this.meta();
     await meta.flush();
     const cs = meta.map.geo.clusterSize;
-    await walk(meta, meta.map.l1, 1);
+    try {
+      await walk(meta, meta.map.l1, 1);
+    } catch (e) {
+      if (!(e instanceof VdiskError) || e.code !== 'QCOW2_REFCOUNT_OVERFLOW') throw e;
+      // qemu has allocated the new L1 table by the time a refcount overflows, and leaks it
+      if (meta.map.l1.length > 0) {
+        const at = await meta.alloc.allocateMeta(Math.ceil(meta.map.l1.length / cs));
+        await this.p.proto.pwrite(meta.map.l1.slice(), at);
+      }
+      await meta.flush();
+      throw new VdiskError('limit', 'QCOW2_SNAPSHOT_REFCOUNT_OVERFLOW', '-22 (Invalid argument)', { path: this.p.path, format: 'qcow2' }, e);
+    }
     await updateCopied(meta);
     const l1 = meta.map.l1.slice();
     const l1Bytes = Math.ceil(l1.length / cs) * cs;
