@@ -136,15 +136,33 @@ async function* plan(segments: readonly CopySegment[], o: CopyOptions): AsyncGen
   }
 }
 
+/**
+ * Compress the non-zero clusters of a buffer, all at once on the threadpool, before the job waits
+ * for its turn to write: compression of every job in flight overlaps, the writes stay in order.
+ * Entry i is cluster i's compressed bytes (null: stored plainly; undefined: zero or not done ahead).
+ */
+async function precompress(o: CopyOptions, buf: Uint8Array): Promise<Array<Uint8Array | null | undefined>> {
+  const t = o.target;
+  const g = t.layer.granularity ?? buf.length;
+  const out: Array<Promise<Uint8Array | null> | undefined> = [];
+  for (let p = 0; p < buf.length; p += g) {
+    const c = buf.subarray(p, Math.min(buf.length, p + g));
+    out.push(zeroPrefix(c, c.length) === c.length ? undefined : t.compressCluster(c));
+  }
+  return Promise.all(out);
+}
+
 /** Write one buffer of data, leaving zero runs of at least sparseSize as zeros (not written). */
-async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number): Promise<void> {
+async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: ReadonlyArray<Uint8Array | null | undefined>): Promise<void> {
   const t = o.target;
   if (o.compressed) {
     // whole clusters; all-zero clusters stay unallocated like qemu-img -c leaves them
     const g = t.layer.granularity ?? buf.length;
-    for (let p = 0; p < buf.length; p += g) {
+    for (let p = 0, i = 0; p < buf.length; p += g, i++) {
       const c = buf.subarray(p, Math.min(buf.length, p + g));
-      if (zeroPrefix(c, c.length) === c.length) {
+      const z = pre?.[i];
+      if (z !== undefined) await t.writeCompressed(c, dst + p, z);
+      else if (zeroPrefix(c, c.length) === c.length) {
         if (!o.targetIsZero) await t.writeZeroes(dst + p, c.length, true);
       } else {
         await t.writeCompressed(c, dst + p);
@@ -226,8 +244,9 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
           buf = (pool.pop() ?? new Uint8Array(COPY_CHUNK_BYTES)).subarray(0, job.length);
           await job.src.read(buf, job.srcOffset);
         }
+        const pre = o.compressed && buf ? await precompress(o, buf) : undefined;
         await turn(job.seq);
-        if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset);
+        if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset, pre);
         else if (job.kind === 'zero') await o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
         if (buf) pool.push(new Uint8Array(buf.buffer, 0, COPY_CHUNK_BYTES));
         finish(job.seq);

@@ -9,6 +9,7 @@ import { VdiskError } from '../../block/errors.js';
 import type { CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
 import { SnapshotEditor } from './snapshot-ops.js';
 import { CompressedWriter } from './compressed-write.js';
+import { compressClusterAsync } from './compress.js';
 import { checkQcow2 } from './check.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
@@ -316,8 +317,16 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     meta.releaseEntry(e);
   }
 
+  /** One cluster compressed off the lock and off the main thread, ahead of its writeCompressed. */
+  compressCluster(cluster: Uint8Array): Promise<Uint8Array | null> {
+    const cs = this.p.map.geo.clusterSize;
+    const full = cluster.length === cs ? cluster : new Uint8Array(cs);
+    if (full !== cluster) full.set(cluster);
+    return compressClusterAsync(this.p.loaded.header.compressionType, full);
+  }
+
   /** Whole clusters compressed (convert -c); the last one may be short at the end of the image. */
-  writeCompressed(buf: Uint8Array, offset: number): Promise<void> {
+  writeCompressed(buf: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<void> {
     return this.serial(async () => {
       const meta = await this.writer();
       const path = this.p.path;
@@ -330,7 +339,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
         const part = buf.subarray(done, Math.min(buf.length, done + cs));
         const cluster = part.length === cs ? part : new Uint8Array(cs);
         if (cluster !== part) cluster.set(part);
-        if (!(await this.compressed.write(meta, cluster, offset + done))) await this.writeData(meta, part, offset + done);
+        const given = pre !== undefined && buf.length <= cs ? pre : undefined;
+        if (!(await this.compressed.write(meta, cluster, offset + done, given))) await this.writeData(meta, part, offset + done);
       }
       this.invalidateCompressed();
       if (meta.mustFlush) await meta.flush();
