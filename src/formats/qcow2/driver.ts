@@ -34,7 +34,6 @@ import { loadImage } from './load.js';
 import { ClusterMap, geometry } from './l1l2.js';
 import { TableCache } from './l2-cache.js';
 import { L2_CACHE_BYTES } from './limits.js';
-import { LuksVolume } from './luks.js';
 import type { Qcow2Parts } from './layer.js';
 import { Qcow2Layer } from './write.js';
 
@@ -46,6 +45,8 @@ async function openCrypto(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
   }
   if (h.cryptMethod !== CRYPT_LUKS) return;
   const at = toSafe(p.loaded.ext.crypto!.offset, 'Encryption header', p.path);
+  // loaded on demand: node:crypto alone costs plain images tens of milliseconds of start-up
+  const { LuksVolume } = await import('./luks.js');
   p.luks = await LuksVolume.read(p.proto, at, p.path);
   const id = ctx.options['encrypt.key-secret'];
   const missing = new VdiskError('invalid-argument', 'QCOW2_NO_KEY', "Parameter 'encrypt.key-secret' is required for cipher", { path: p.path, format: 'qcow2' });
