@@ -8,6 +8,7 @@
  * allows out-of-order writes (qemu-img's -W).
  */
 import type { Image } from './image.js';
+import { isAllZero } from './bytes.js';
 
 /** Largest request the engine reads or writes at once (qemu-img convert uses 2 MiB too). */
 export const COPY_CHUNK_BYTES = 2 << 20;
@@ -52,7 +53,7 @@ function zeroPrefix(buf: Uint8Array, unit: number): number {
   let n = 0;
   while (n < buf.length) {
     const end = Math.min(buf.length, n + unit);
-    for (let i = n; i < end; i++) if (buf[i] !== 0) return n;
+    if (!isAllZero(buf.subarray(n, end))) return n;
     n = end;
   }
   return n;
