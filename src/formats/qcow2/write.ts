@@ -188,11 +188,41 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const cs = this.p.map.geo.clusterSize;
     for (let done = 0; done < buf.length;) {
       const pos = offset + done;
+      const fresh = await this.writeFreshRun(meta, buf.subarray(done), pos);
+      if (fresh > 0) {
+        done += fresh;
+        continue;
+      }
       const n = Math.min(buf.length - done, cs - (pos % cs));
       await this.writeInCluster(meta, buf.subarray(done, done + n), pos);
       done += n;
     }
     this.invalidateCompressed();
+  }
+
+  /**
+   * Whole clusters with no host cluster yet (a fresh convert target): one contiguous run of new
+   * clusters and one write for all of them instead of a write per cluster; the same clusters and
+   * entries writeInCluster would give one by one. Returns the bytes written (0: not applicable).
+   */
+  private async writeFreshRun(meta: MetadataWriter, data: Uint8Array, pos: number): Promise<number> {
+    const g = this.p.map.geo;
+    const cs = g.clusterSize;
+    if (g.extL2 || this.p.luks || this.p.data !== this.p.proto || pos % cs !== 0 || data.length < 2 * cs) return 0;
+    const { l1i, idx } = this.locate(pos);
+    const l2off = await meta.l2ForWrite(l1i);
+    const max = Math.min(Math.floor(data.length / cs), 2 ** g.l2Bits - idx);
+    let k = 0;
+    for (; k < max; k++) {
+      const e = await meta.entry(l2off, idx + k);
+      // unallocated, or a zero flag without a host cluster: a whole-cluster write needs no old content
+      if (e.hi !== 0 || (e.lo !== 0 && e.lo !== 1)) break;
+    }
+    if (k < 2) return 0;
+    const run = await meta.alloc.allocateRun(k);
+    await this.p.proto.pwrite(data.subarray(0, run.count * cs), run.offset);
+    for (let j = 0; j < run.count; j++) await meta.setEntry(l2off, idx + j, this.entryFor(run.offset + j * cs, false));
+    return run.count * cs;
   }
 
   private locate(pos: number): { l1i: number; idx: number; cstart: number; inC: number } {
