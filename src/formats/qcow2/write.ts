@@ -10,7 +10,6 @@ import type { CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, Tr
 import { SnapshotEditor } from './snapshot-ops.js';
 import { CompressedWriter } from './compressed-write.js';
 import { compressClusterAsync } from './compress.js';
-import { checkQcow2 } from './check.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
 import { diskTableBytes } from './snapshot.js';
@@ -19,9 +18,13 @@ import { Refcounts } from './refcount.js';
 import { ClusterAllocator } from './cluster-alloc.js';
 import { MetadataWriter, type RawEntry } from './l2-update.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
-import { growImage, shrinkImage } from './resize.js';
 
 const FLAG_AUTO = 2;
+
+/** check and resize load on first use: most commands (info, map, convert) never need them. */
+const checkQcow2: typeof import('./check.js').checkQcow2 = async (...a) => (await import('./check.js')).checkQcow2(...a);
+const growImage: typeof import('./resize.js').growImage = async (...a) => (await import('./resize.js')).growImage(...a);
+const shrinkImage: typeof import('./resize.js').shrinkImage = async (...a) => (await import('./resize.js')).shrinkImage(...a);
 const ALL_SUBCLUSTERS = 0xffffffff;
 
 export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
