@@ -9,6 +9,7 @@
  */
 import type { Image } from './image.js';
 import { RateLimiter, SALVAGE_SECTOR, copyRange, isIoFailure, readForCopy, statusError, statusWarning } from './copy-io.js';
+import { isAllZero } from './bytes.js';
 
 /** Largest request the engine reads or writes at once (qemu-img convert uses 2 MiB too). */
 export const COPY_CHUNK_BYTES = 2 << 20;
@@ -72,7 +73,7 @@ function zeroPrefix(buf: Uint8Array, unit: number): number {
   let n = 0;
   while (n < buf.length) {
     const end = Math.min(buf.length, n + unit);
-    for (let i = n; i < end; i++) if (buf[i] !== 0) return n;
+    if (!isAllZero(buf.subarray(n, end))) return n;
     n = end;
   }
   return n;
@@ -207,15 +208,33 @@ async function runStatus(img: Image, off: number, want: number, o: CopyOptions):
   }
 }
 
+/**
+ * Compress the non-zero clusters of a buffer, all at once on the threadpool, before the job waits
+ * for its turn to write: compression of every job in flight overlaps, the writes stay in order.
+ * Entry i is cluster i's compressed bytes (null: stored plainly; undefined: zero or not done ahead).
+ */
+async function precompress(o: CopyOptions, buf: Uint8Array): Promise<Array<Uint8Array | null | undefined>> {
+  const t = o.target;
+  const g = t.layer.granularity ?? buf.length;
+  const out: Array<Promise<Uint8Array | null> | undefined> = [];
+  for (let p = 0; p < buf.length; p += g) {
+    const c = buf.subarray(p, Math.min(buf.length, p + g));
+    out.push(zeroPrefix(c, c.length) === c.length ? undefined : t.compressCluster(c));
+  }
+  return Promise.all(out);
+}
+
 /** Write one buffer of data, leaving zero runs of at least sparseSize as zeros (not written). */
-async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number): Promise<void> {
+async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: ReadonlyArray<Uint8Array | null | undefined>): Promise<void> {
   const t = o.target;
   if (o.compressed) {
     // whole clusters; all-zero clusters stay unallocated like qemu-img -c leaves them
     const g = t.layer.granularity ?? buf.length;
-    for (let p = 0; p < buf.length; p += g) {
+    for (let p = 0, i = 0; p < buf.length; p += g, i++) {
       const c = buf.subarray(p, Math.min(buf.length, p + g));
-      if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
+      const z = pre?.[i];
+      if (z !== undefined) await t.writeCompressed(c, dst + p, z);
+      else if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
         if (!o.targetIsZero) await t.writeZeroes(dst + p, c.length, true);
       } else {
         await t.writeCompressed(c, dst + p);
@@ -316,11 +335,12 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
             await readForCopy(job.src, buf, job.srcOffset, job.dstOffset, o.salvage ?? false, warnings);
           }
         }
+        const pre = o.compressed && buf ? await precompress(o, buf) : undefined;
         await turn(job.seq);
         for (const w of warnings) o.warn?.(w);
         if (offloaded) { /* copied already */ }
         else if (job.kind === 'data' && o.copyOffload) await o.target.write(buf!, job.dstOffset);
-        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset);
+        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset, pre);
         else if (job.kind === 'zero') await o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
         if (buf) pool.push(new Uint8Array(buf.buffer, 0, COPY_CHUNK_BYTES));
         finish(job.seq);

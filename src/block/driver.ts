@@ -124,8 +124,16 @@ export interface FormatLayer {
   truncate?(size: number, opts: TruncateOptions): Promise<void>;
   /** Consistency check (and repair when asked and opened read-write). Absent: the format has no checks. */
   check?(repair: RepairMode): Promise<CheckResult>;
-  /** Write whole clusters compressed (convert -c); `offset` and length are cluster-aligned. */
-  writeCompressed?(buf: Uint8Array, offset: number): Promise<void>;
+  /**
+   * Write whole clusters compressed (convert -c); `offset` and length are cluster-aligned. `pre`
+   * (one cluster only): its bytes from compressCluster, null when it does not shrink.
+   */
+  writeCompressed?(buf: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<void>;
+  /**
+   * Compress one cluster as writeCompressed would, without touching the image (safe to run for
+   * many clusters at once, ahead of their in-order writes); null when it does not shrink.
+   */
+  compressCluster?(cluster: Uint8Array): Promise<Uint8Array | null>;
   /** Internal snapshot operations; listing comes from info().snapshots. */
   readonly snapshots?: SnapshotOps;
   /** Unallocate everything so the backing chain shows through (commit empties the top this way). */

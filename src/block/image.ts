@@ -101,16 +101,25 @@ export class Image {
     }
   }
 
-  /** Compressed write of whole clusters (convert -c); the last cluster may be short at the image end. */
-  async writeCompressed(buf: Uint8Array, offset: number): Promise<void> {
+  /**
+   * Compressed write of whole clusters (convert -c); the last cluster may be short at the image end.
+   * `pre`: for a one-cluster write, what compressCluster() returned for it.
+   */
+  async writeCompressed(buf: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<void> {
     this.checkRequest(offset, buf.length, 'write', true);
     if (!this.layer.writeCompressed) {
       throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format', { path: this.filename, op: 'write' });
     }
     const g = this.layer.granularity ?? buf.length;
+    if (pre !== undefined && buf.length <= g) return this.layer.writeCompressed(buf, offset, pre);
     for (let done = 0; done < buf.length; done += g) {
       await this.layer.writeCompressed(buf.subarray(done, Math.min(buf.length, done + g)), offset + done);
     }
+  }
+
+  /** One cluster compressed for a later writeCompressed; undefined when the format cannot do it ahead. */
+  compressCluster(cluster: Uint8Array): Promise<Uint8Array | null> | undefined {
+    return this.layer.compressCluster?.(cluster);
   }
 
   async writeZeroes(offset: number, length: number, mayUnmap = false): Promise<void> {

@@ -12,6 +12,7 @@ import { printHelp } from '../cli/common.js';
 import { Progress } from '../cli/progress.js';
 import type { ChainStatus, Image } from '../block/image.js';
 import { VdiskError, strerror } from '../block/errors.js';
+import { firstDifference, firstNonZero } from '../block/bytes.js';
 
 export const EXIT_IDENTICAL = 0;
 export const EXIT_DIFFERENT = 1;
@@ -55,16 +56,6 @@ function flags(st: ChainStatus, offset: number, size: number): string {
   return [st.data, st.zero, st.present, st.hostOffset !== undefined, offset + st.length >= size].map(Number).join('');
 }
 
-function firstDifference(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
-
-function firstNonZero(a: Uint8Array): number {
-  for (let i = 0; i < a.length; i++) if (a[i] !== 0) return i;
-  return -1;
-}
 
 async function compareRange(i1: Image, i2: Image, strict: boolean, end: number, progress: Progress, total: number): Promise<void> {
   const b1 = new Uint8Array(COMPARE_CHUNK);

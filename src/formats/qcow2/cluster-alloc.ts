@@ -117,6 +117,33 @@ export class ClusterAllocator {
     }
   }
 
+  /**
+   * Allocate a run of up to `max` contiguous clusters at the first free cluster, with refcount 1:
+   * the same clusters, in the same order, as `max` calls of allocate(1), but the run is scanned and
+   * counted in one pass (it ends at a used cluster or at the end of its refcount block).
+   */
+  async allocateRun(max: number): Promise<{ offset: number; count: number }> {
+    const per = this.perBlock;
+    for (;;) {
+      const start = await this.findFree(1);
+      const ti = Math.floor(start / per);
+      // a new block (or a moved table) may have taken the cluster: look again
+      if (await this.ensureBlock(ti)) continue;
+      if (this.metadata.has(start)) throw this.onOverlap(start * 2 ** this.clusterBits, 'metadata with refcount 0');
+      const block = await this.rc.blocks.get(this.rc.blockOffset(ti));
+      // the run stops before the next metadata or reserved cluster (found once, not per cluster)
+      let limit = Math.min(start + max, (ti + 1) * per);
+      for (const c of this.metadata) if (c > start && c < limit) limit = c;
+      for (const c of this.reserved) if (c > start && c < limit) limit = c;
+      let end = start + 1;
+      while (end < limit && getRefcountEntry(block, end - ti * per, this.rc.order) === 0) end++;
+      await this.rc.addRun(start, end - start, 1);
+      if (start <= this.hint) this.hint = end;
+      this.endCluster = Math.max(this.endCluster, end);
+      return { offset: start * 2 ** this.clusterBits, count: end - start };
+    }
+  }
+
   /** Drop one reference to each cluster of [offset, offset+bytes); freed clusters are discarded in the file. */
   async release(offset: number, bytes: number, discardFreed: boolean): Promise<void> {
     const cs = 2 ** this.clusterBits;

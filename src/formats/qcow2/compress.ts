@@ -3,22 +3,33 @@
  * (header compression_type 1). A compressed cluster decompresses to exactly one cluster; the
  * stored bytes may run on into the next cluster's data, which decompression must ignore.
  */
-import * as zlib from 'node:zlib';
+import type * as Zlib from 'node:zlib';
 import { COMPRESSION_ZLIB, COMPRESSION_ZSTD } from './header.js';
 
 type ZstdFns = {
   zstdDecompressSync?: (buf: Uint8Array, opts?: object) => Buffer;
   zstdCompressSync?: (buf: Uint8Array, opts?: object) => Buffer;
+  zstdCompress?: (buf: Uint8Array, opts: object, cb: (e: Error | null, r: Buffer) => void) => void;
 };
-const z = zlib as unknown as ZstdFns;
+/** node:zlib, loaded on first use (its load is a noticeable part of start-up for `info` or `map`). */
+let zlibModule: typeof Zlib | undefined;
+function lib(): typeof Zlib {
+  zlibModule ??= process.getBuiltinModule('node:zlib');
+  return zlibModule;
+}
+/** The zstd calls, absent from Node builds without zstd. */
+const zstd = (): ZstdFns => lib() as unknown as ZstdFns;
+/** qemu's zlib settings for qcow2 clusters: raw deflate, level 6, 4 KiB window, memLevel 9. */
+const Z_DEFAULT_COMPRESSION = -1;
+const Z_SYNC_FLUSH = 2;
 
 /** Decompress into `out` (one cluster); returns false when the data is not a valid stream. */
 export function decompressCluster(type: number, src: Uint8Array, out: Uint8Array): boolean {
   let r: Buffer;
   try {
     if (type === COMPRESSION_ZLIB) {
-      r = zlib.inflateRawSync(src, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: out.length });
-    } else if (type === COMPRESSION_ZSTD && z.zstdDecompressSync) {
+      r = lib().inflateRawSync(src, { finishFlush: Z_SYNC_FLUSH, maxOutputLength: out.length });
+    } else if (type === COMPRESSION_ZSTD && zstd().zstdDecompressSync) {
       r = zstdDecompressPrefix(src, out.length);
     } else {
       return false;
@@ -36,7 +47,7 @@ export function decompressCluster(type: number, src: Uint8Array, out: Uint8Array
  * content size qemu wrote, so decompress by trying the stream as is, then the frame alone.
  */
 function zstdDecompressPrefix(src: Uint8Array, size: number): Buffer {
-  const dec = z.zstdDecompressSync!;
+  const dec = zstd().zstdDecompressSync!;
   try {
     return dec(src, { maxOutputLength: size });
   } catch (e) {
@@ -68,13 +79,50 @@ function zstdFrameEnd(src: Uint8Array): number | undefined {
   return p + (checksum ? 4 : 0);
 }
 
+const DEFLATE_OPTIONS = { level: Z_DEFAULT_COMPRESSION, windowBits: 12, memLevel: 9 };
+
+/**
+ * Compressions running at once: one per threadpool thread but one, which stays free for the
+ * file reads and writes the copy is waiting on. Each zlib/zstd stream holds a few hundred KiB of
+ * state, so queueing the rest keeps memory flat however many clusters a copy has in flight.
+ */
+const MAX_COMPRESSING = Math.max(1, Number(process.env['UV_THREADPOOL_SIZE'] ?? 4) - 1);
+let compressing = 0;
+const waiting: Array<() => void> = [];
+
+/**
+ * compressCluster on the libuv threadpool, so clusters compress on as many cores as the pool has
+ * threads while the main thread reads and writes; the bytes are the synchronous call's. null:
+ * store plainly.
+ */
+export async function compressClusterAsync(type: number, data: Uint8Array): Promise<Uint8Array | null> {
+  if (compressing >= MAX_COMPRESSING) await new Promise<void>((r) => waiting.push(r));
+  compressing++;
+  try {
+    return await new Promise((resolve, reject) => {
+      const done = (e: Error | null, r: Buffer): void => {
+        if (e) reject(e);
+        else resolve(r.length < data.length ? r : null);
+      };
+      // one output chunk per cluster: each chunk is a round trip to the pool
+      const chunk = { chunkSize: Math.max(data.length + 1024, 16384) };
+      if (type === COMPRESSION_ZLIB) lib().deflateRaw(data, { ...DEFLATE_OPTIONS, ...chunk }, done);
+      else if (type === COMPRESSION_ZSTD && zstd().zstdCompress) zstd().zstdCompress!(data, { ...chunk, pledgedSrcSize: data.length }, done);
+      else resolve(null);
+    });
+  } finally {
+    compressing--;
+    waiting.shift()?.();
+  }
+}
+
 /** Compress one cluster; undefined when compression does not save space (store it plainly). */
 export function compressCluster(type: number, data: Uint8Array): Uint8Array | undefined {
   let r: Buffer;
   if (type === COMPRESSION_ZLIB) {
-    r = zlib.deflateRawSync(data, { level: zlib.constants.Z_DEFAULT_COMPRESSION, windowBits: 12, memLevel: 9 });
-  } else if (type === COMPRESSION_ZSTD && z.zstdCompressSync) {
-    r = z.zstdCompressSync(data);
+    r = lib().deflateRawSync(data, DEFLATE_OPTIONS);
+  } else if (type === COMPRESSION_ZSTD && zstd().zstdCompressSync) {
+    r = zstd().zstdCompressSync!(data);
   } else {
     return undefined;
   }

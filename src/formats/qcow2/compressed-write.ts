@@ -16,10 +16,13 @@ export class CompressedWriter {
 
   constructor(private readonly p: Qcow2Parts) {}
 
-  /** Write one guest cluster compressed; false when it does not compress (write it plainly). */
-  async write(meta: MetadataWriter, cluster: Uint8Array, offset: number): Promise<boolean> {
+  /**
+   * Write one guest cluster compressed; false when it does not compress (write it plainly).
+   * `pre` is the cluster already compressed (null: it does not shrink); absent, compress here.
+   */
+  async write(meta: MetadataWriter, cluster: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<boolean> {
     const g = this.p.map.geo;
-    const data = compressCluster(this.p.loaded.header.compressionType, cluster);
+    const data = pre === undefined ? compressCluster(this.p.loaded.header.compressionType, cluster) : pre ?? undefined;
     if (!data) return false;
     const cs = g.clusterSize;
     // a cluster freed since the cursor was set may belong to someone else now

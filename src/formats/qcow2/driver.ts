@@ -38,7 +38,6 @@ import { loadImage } from './load.js';
 import { ClusterMap, geometry } from './l1l2.js';
 import { TableCache } from './l2-cache.js';
 import { L2_CACHE_BYTES } from './limits.js';
-import { openCrypto } from './crypto.js';
 import type { Qcow2Parts } from './layer.js';
 import { Qcow2Layer } from './write.js';
 import { qcow2AmendOptions } from './amend.js';
@@ -70,7 +69,8 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
   };
   try {
     if (hasDataFile) await openDataFile(p, ctx);
-    await openCrypto(p, ctx);
+    // loaded on demand: node:crypto alone costs plain images tens of milliseconds of start-up
+    if (loaded.header.cryptMethod !== 0) await (await import('./crypto.js')).openCrypto(p, ctx);
     const layer = new Qcow2Layer(p);
     await layer.prepareWrites();
     return layer;

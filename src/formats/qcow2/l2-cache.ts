@@ -69,17 +69,18 @@ export class TableCache {
   private async insert(offset: number, slot: Slot): Promise<void> {
     while (this.slots.size >= this.capacity) {
       const [oldest, s] = this.slots.entries().next().value as [number, Slot];
-      if (s.dirty) await this.writeBack(oldest, s);
+      // leaving the cache: its own array can be written (a later change by a holder re-inserts it dirty)
+      if (s.dirty) await this.writeBack(oldest, s, false);
       this.slots.delete(oldest);
     }
     this.slots.set(offset, slot);
   }
 
-  private async writeBack(offset: number, s: Slot): Promise<void> {
+  private async writeBack(offset: number, s: Slot, copy = true): Promise<void> {
     await this.beforeWrite?.();
     // clean before the write, and write a copy: a change made meanwhile marks it dirty again
     s.dirty = false;
-    await this.proto.pwrite(s.data.slice(), offset);
+    await this.proto.pwrite(copy ? s.data.slice() : s.data, offset);
   }
 
   /** Write every dirty table (what they depend on is flushed once, before the first). */

@@ -47,30 +47,96 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
   await writeHeaderSize(c, size);
 }
 
-/** Give every cluster of [from, to) a host cluster that reads as zeros (qemu's preallocation). */
+/** New L2 tables built by preallocation are written this many at a time, after their refcounts. */
+const PREALLOC_TABLE_BATCH = 16;
+
+/**
+ * Give every cluster of [from, to) a host cluster that reads as zeros (qemu's preallocation).
+ * One L2 table at a time: the clusters it still lacks are allocated in contiguous runs and their
+ * entries set in place, so a 1 TiB image costs a few thousand table operations, not 16 M. Tables
+ * that did not exist are built in a few reused buffers outside the L2 cache and written in
+ * batches once the refcounts they depend on are on disk; the L1 entries follow on the final flush.
+ */
 async function preallocate(c: ResizeContext, from: number, to: number, mode: Preallocation): Promise<void> {
   const { p, meta } = c;
   const g = p.map.geo;
-  const external = p.data !== p.proto;
+  const cs = g.clusterSize;
+  const per = 2 ** g.l2Bits;
   const fileEnd = await p.proto.size();
-  for (let cl = Math.floor(from / g.clusterSize); cl * g.clusterSize < to; cl++) {
-    const l1i = Math.floor(cl / 2 ** g.l2Bits);
-    const idx = cl % 2 ** g.l2Bits;
-    const l2off = await meta.l2ForWrite(l1i);
-    const e = await meta.entry(l2off, idx);
-    if (e.hi & L2E_COMPRESSED_HI || entryOffset(e.hi, e.lo, p.path, 'Cluster allocation') !== 0 || (external && e.hi & L2E_COPIED_HI)) continue;
-    const host = external ? cl * g.clusterSize : await meta.alloc.allocate(1);
-    // a reused cluster inside the file still holds old bytes
-    if (!external && host < fileEnd) await p.proto.writeZeroes?.(host, g.clusterSize, mode === 'metadata');
-    const entry: RawEntry = {
-      hi: (Math.floor(host / 0x100000000) | L2E_COPIED_HI) >>> 0, lo: host >>> 0,
-      zeroBits: 0, allocBits: g.extL2 ? ALL_SUBCLUSTERS : 0,
-    };
-    await meta.setEntry(l2off, idx, entry);
+  const pending: Array<{ l1i: number; offset: number; table: Uint8Array }> = [];
+  const spare: Uint8Array[] = [];
+  const writePending = async (): Promise<void> => {
+    await meta.rc.flush();
+    for (const t of pending) {
+      await p.proto.pwrite(t.table, t.offset);
+      meta.setL1(t.l1i, t.offset);
+      spare.push(t.table);
+    }
+    pending.length = 0;
+  };
+  const last = Math.ceil(to / cs);
+  for (let cl = Math.floor(from / cs); cl < last;) {
+    const l1i = Math.floor(cl / per);
+    const stop = Math.min(last, (l1i + 1) * per);
+    if (p.map.l2Offset(l1i) === 0) {
+      const offset = await meta.alloc.allocateMeta(1);
+      const table = spare.pop()?.fill(0) ?? new Uint8Array(cs);
+      await fillTable(c, table, l1i, cl, stop, fileEnd, mode);
+      pending.push({ l1i, offset, table });
+      if (pending.length >= PREALLOC_TABLE_BATCH) await writePending();
+    } else {
+      const l2off = await meta.l2ForWrite(l1i);
+      const table = await p.map.l2Cache.get(l2off);
+      await fillTable(c, table, l1i, cl, stop, fileEnd, mode);
+      p.map.l2Cache.markDirty(l2off, table);
+    }
+    cl = stop;
   }
-  if (!external) {
-    const end = meta.alloc.endCluster * g.clusterSize;
+  await writePending();
+  if (p.data === p.proto) {
+    const end = meta.alloc.endCluster * cs;
     if (end > fileEnd) await p.proto.truncate(end, mode === 'metadata' ? 'off' : mode);
+  }
+}
+
+/** Allocate host clusters for the entries of guest clusters [cl, stop) of L2 table `l1i` that lack one. */
+async function fillTable(c: ResizeContext, table: Uint8Array, l1i: number, cl: number, stop: number, fileEnd: number, mode: Preallocation): Promise<void> {
+  const { p, meta } = c;
+  const g = p.map.geo;
+  const cs = g.clusterSize;
+  const eb = g.entryBytes;
+  const base = l1i * 2 ** g.l2Bits;
+  const external = p.data !== p.proto;
+  const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
+  const needsHost = (idx: number): boolean => {
+    const hi = dv.getUint32(idx * eb);
+    if (hi & L2E_COMPRESSED_HI || (external && hi & L2E_COPIED_HI)) return false;
+    return entryOffset(hi, dv.getUint32(idx * eb + 4), p.path, 'Cluster allocation') === 0;
+  };
+  while (cl < stop) {
+    if (!needsHost(cl - base)) {
+      cl++;
+      continue;
+    }
+    let n = 1;
+    while (cl + n < stop && needsHost(cl + n - base)) n++;
+    const run = external ? { offset: cl * cs, count: n } : await meta.alloc.allocateRun(n);
+    // reused clusters inside the file still hold old bytes
+    if (!external && run.offset < fileEnd) {
+      const bytes = Math.min(run.count * cs, Math.ceil((fileEnd - run.offset) / cs) * cs);
+      await p.proto.writeZeroes?.(run.offset, bytes, mode === 'metadata');
+    }
+    for (let k = 0; k < run.count; k++) {
+      const host = run.offset + k * cs;
+      const idx = cl + k - base;
+      dv.setUint32(idx * eb, (Math.floor(host / 0x100000000) | L2E_COPIED_HI) >>> 0);
+      dv.setUint32(idx * eb + 4, host >>> 0);
+      if (eb === 16) {
+        dv.setUint32(idx * eb + 8, 0);
+        dv.setUint32(idx * eb + 12, ALL_SUBCLUSTERS);
+      }
+    }
+    cl += run.count;
   }
 }
 

@@ -10,7 +10,7 @@ import type { AmendHooks, BitmapOps, CheckResult, FormatLayer, LayerStatus, Repa
 import { DirtyTracker, Qcow2Bitmaps } from './bitmap-ops.js';
 import { SnapshotEditor } from './snapshot-ops.js';
 import { CompressedWriter } from './compressed-write.js';
-import { checkQcow2 } from './check.js';
+import { compressClusterAsync } from './compress.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
 import { diskTableBytes } from './snapshot.js';
@@ -19,9 +19,12 @@ import { Refcounts } from './refcount.js';
 import { ClusterAllocator } from './cluster-alloc.js';
 import { MetadataWriter, type RawEntry } from './l2-update.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
-import { growImage, shrinkImage } from './resize.js';
 import { amendQcow2 } from './amend.js';
 
+/** check and resize load on first use: most commands (info, map, convert) never need them. */
+const checkQcow2: typeof import('./check.js').checkQcow2 = async (...a) => (await import('./check.js')).checkQcow2(...a);
+const growImage: typeof import('./resize.js').growImage = async (...a) => (await import('./resize.js')).growImage(...a);
+const shrinkImage: typeof import('./resize.js').shrinkImage = async (...a) => (await import('./resize.js')).shrinkImage(...a);
 const ALL_SUBCLUSTERS = 0xffffffff;
 
 export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
@@ -201,11 +204,41 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const cs = this.p.map.geo.clusterSize;
     for (let done = 0; done < buf.length;) {
       const pos = offset + done;
+      const fresh = await this.writeFreshRun(meta, buf.subarray(done), pos);
+      if (fresh > 0) {
+        done += fresh;
+        continue;
+      }
       const n = Math.min(buf.length - done, cs - (pos % cs));
       await this.writeInCluster(meta, buf.subarray(done, done + n), pos);
       done += n;
     }
     this.invalidateCompressed();
+  }
+
+  /**
+   * Whole clusters with no host cluster yet (a fresh convert target): one contiguous run of new
+   * clusters and one write for all of them instead of a write per cluster; the same clusters and
+   * entries writeInCluster would give one by one. Returns the bytes written (0: not applicable).
+   */
+  private async writeFreshRun(meta: MetadataWriter, data: Uint8Array, pos: number): Promise<number> {
+    const g = this.p.map.geo;
+    const cs = g.clusterSize;
+    if (g.extL2 || this.p.luks || this.p.data !== this.p.proto || pos % cs !== 0 || data.length < 2 * cs) return 0;
+    const { l1i, idx } = this.locate(pos);
+    const l2off = await meta.l2ForWrite(l1i);
+    const max = Math.min(Math.floor(data.length / cs), 2 ** g.l2Bits - idx);
+    let k = 0;
+    for (; k < max; k++) {
+      const e = await meta.entry(l2off, idx + k);
+      // unallocated, or a zero flag without a host cluster: a whole-cluster write needs no old content
+      if (e.hi !== 0 || (e.lo !== 0 && e.lo !== 1)) break;
+    }
+    if (k < 2) return 0;
+    const run = await meta.alloc.allocateRun(k);
+    await this.p.proto.pwrite(data.subarray(0, run.count * cs), run.offset);
+    for (let j = 0; j < run.count; j++) await meta.setEntry(l2off, idx + j, this.entryFor(run.offset + j * cs, false));
+    return run.count * cs;
   }
 
   private locate(pos: number): { l1i: number; idx: number; cstart: number; inC: number } {
@@ -330,8 +363,16 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     meta.releaseEntry(e);
   }
 
+  /** One cluster compressed off the lock and off the main thread, ahead of its writeCompressed. */
+  compressCluster(cluster: Uint8Array): Promise<Uint8Array | null> {
+    const cs = this.p.map.geo.clusterSize;
+    const full = cluster.length === cs ? cluster : new Uint8Array(cs);
+    if (full !== cluster) full.set(cluster);
+    return compressClusterAsync(this.p.loaded.header.compressionType, full);
+  }
+
   /** Whole clusters compressed (convert -c); the last one may be short at the end of the image. */
-  writeCompressed(buf: Uint8Array, offset: number): Promise<void> {
+  writeCompressed(buf: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<void> {
     return this.serial(async () => {
       const meta = await this.guestWriter(offset, buf.length);
       const path = this.p.path;
@@ -344,7 +385,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
         const part = buf.subarray(done, Math.min(buf.length, done + cs));
         const cluster = part.length === cs ? part : new Uint8Array(cs);
         if (cluster !== part) cluster.set(part);
-        if (!(await this.compressed.write(meta, cluster, offset + done))) await this.writeData(meta, part, offset + done);
+        const given = pre !== undefined && buf.length <= cs ? pre : undefined;
+        if (!(await this.compressed.write(meta, cluster, offset + done, given))) await this.writeData(meta, part, offset + done);
       }
       this.invalidateCompressed();
       if (meta.mustFlush) await meta.flush();
