@@ -365,6 +365,14 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     });
   }
 
+  /**
+   * Unallocated clusters read from a backing file if the header names one, even when it was not
+   * opened (convert's target with -B): zeros must then be recorded, not assumed.
+   */
+  private backingShows(): boolean {
+    return this.p.backingReader.present || this.p.loaded.backing !== undefined;
+  }
+
   private rawDataFile(): boolean {
     return (this.p.loaded.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n && this.p.data !== this.p.proto;
   }
@@ -372,7 +380,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Zeros written as data, skipped where the bytes already read as zeros without a backing file. */
   private async zeroBytes(meta: MetadataWriter, pos: number, n: number): Promise<void> {
     const m = await this.p.map.lookup(pos, n);
-    if (m.length >= n && (m.type === 'zero-plain' || m.type === 'zero-alloc' || (m.type === 'unallocated' && !this.p.backingReader.present))) return;
+    if (m.length >= n && (m.type === 'zero-plain' || m.type === 'zero-alloc' || (m.type === 'unallocated' && !this.backingShows()))) return;
     await this.writeData(meta, new Uint8Array(n), pos);
   }
 
@@ -380,7 +388,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   private async zeroFlagged(meta: MetadataWriter, pos: number, n: number, mayUnmap: boolean): Promise<void> {
     const g = this.p.map.geo;
     const { l1i, idx, inC } = this.locate(pos);
-    if (this.p.map.l2Offset(l1i) === 0 && !this.p.backingReader.present) return;
+    if (this.p.map.l2Offset(l1i) === 0 && !this.backingShows()) return;
     const l2off = await meta.l2ForWrite(l1i);
     const e = await meta.entry(l2off, idx);
     const keep = this.hasHost(e) && (e.hi & L2E_COPIED_HI) !== 0 && !mayUnmap && !this.p.readOnly;
@@ -421,7 +429,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const meta = await this.writer();
       const g = this.p.map.geo;
       const h = this.p.loaded.header;
-      const backing = this.p.backingReader.present && !unallocate;
+      const backing = this.backingShows() && !unallocate;
       // v2 cannot mark a cluster zero, so with a backing file a discard would expose its data
       if (this.p.data !== this.p.proto || (h.version < 3 && backing)) return;
       const first = Math.ceil(offset / g.clusterSize);
