@@ -183,6 +183,9 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
       const values = parseCreateOptions(driver, a.options);
       a.backing ??= values.get('backing_file');
       a.backingFmt ??= values.get('backing_fmt');
+      if (a.backing !== undefined && sources.length > 1) {
+        throw new VdiskError('invalid-argument', 'BACKING_WITH_CONCAT', 'Having a backing file for the target makes no sense when concatenating multiple input images');
+      }
       if (a.backing !== undefined && a.backingFmt === undefined) {
         throw new VdiskError('invalid-argument', 'NO_BACKING_FORMAT', 'Use of backing file requires explicit backing format');
       }
@@ -212,7 +215,8 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     delete targetArgs.format;
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
-    target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    // with its backing chain, as qemu-img opens the target: a backing file that cannot be opened fails
+    target = await openForCommand(outName, targetArgs, { readOnly: false, ...(tfmt !== undefined ? { format: tfmt } : {}) });
     if (target.size < total) {
       throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
     }
