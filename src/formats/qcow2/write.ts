@@ -433,7 +433,9 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       // v2 cannot mark a cluster zero, so with a backing file a discard would expose its data
       if (this.p.data !== this.p.proto || (h.version < 3 && backing)) return;
       const first = Math.ceil(offset / g.clusterSize);
-      const last = Math.floor((offset + length) / g.clusterSize);
+      // the image's last cluster may be partial: reaching the image end clears it too
+      const end = offset + length;
+      const last = end >= this.size ? Math.ceil(end / g.clusterSize) : Math.floor(end / g.clusterSize);
       for (let c = first; c < last; c++) {
         const { l1i, idx } = this.locate(c * g.clusterSize);
         if (this.p.map.l2Offset(l1i) === 0) continue;
