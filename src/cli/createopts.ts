@@ -117,7 +117,8 @@ export function createSummary(driver: FormatDriver, values: ReadonlyMap<string, 
   for (const s of [...(driver.createOptions ?? []), ...PROTOCOL_CREATE_OPTIONS]) if (!specs.has(s.name)) specs.set(s.name, s);
   for (const name of order) {
     const v = values.get(name) ?? specs.get(name)?.def;
-    if (v !== undefined) parts.push(`${name}=${v}`);
+    // qemu prints string values escaped as they would be typed in an option list
+    if (v !== undefined) parts.push(`${name}=${specs.get(name)?.type === 'string' ? v.replaceAll(',', ',,') : v}`);
   }
   return parts.join(' ');
 }
