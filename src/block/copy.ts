@@ -101,7 +101,8 @@ async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): A
     for (let off = 0; off < img.size; off += COPY_CHUNK_BYTES) {
       const n = Math.min(COPY_CHUNK_BYTES, img.size - off);
       const zero = await allZero(img, off, off + n, o.topOnly ?? false);
-      const kind: Job['kind'] = zero ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
+      // -S 0 allocates everything, compressed zero clusters included
+      const kind: Job['kind'] = zero && o.sparseSize !== 0 ? (o.targetIsZero || o.topOnly ? 'skip' : 'zero') : 'data';
       yield { seq: seq++, src: img, srcOffset: off, dstOffset: seg.targetOffset + off, length: n, kind };
     }
   }
@@ -199,7 +200,7 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number): Promis
     const g = t.layer.granularity ?? buf.length;
     for (let p = 0; p < buf.length; p += g) {
       const c = buf.subarray(p, Math.min(buf.length, p + g));
-      if (zeroPrefix(c, c.length) === c.length) {
+      if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
         if (!o.targetIsZero) await t.writeZeroes(dst + p, c.length, true);
       } else {
         await t.writeCompressed(c, dst + p);
