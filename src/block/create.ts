@@ -4,7 +4,7 @@
  */
 import { VdiskError } from './errors.js';
 import type { CreateContext, CreateOptionSpec, CreateOptionValues, FormatDriver, SecretStore } from './driver.js';
-import { findFormat } from '../formats/index.js';
+import { findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import { hostPath } from './filenames.js';
 import { noSecrets } from './open.js';
@@ -30,6 +30,8 @@ export function optionIsTrue(v: string | undefined): boolean {
 const QEMU_READ_ONLY_FORMATS = new Set(['bochs', 'cloop', 'dmg', 'vvfat']);
 
 export async function loadFormatDriver(format: string): Promise<FormatDriver> {
+  // the file protocol named as the format (-f file): a plain file, reported under that name
+  if (format === 'file') return { ...(await (findFormat('raw') as FormatEntry).load()), name: 'file' };
   const entry = findFormat(format);
   if (!entry) {
     if (QEMU_READ_ONLY_FORMATS.has(format)) throw noCreate(format);

@@ -156,7 +156,11 @@ export class Image {
   async truncate(size: number, prealloc: Preallocation = 'off', shrink = false): Promise<void> {
     this.checkRequest(0, 0, 'resize', true);
     if (!this.layer.truncate) throw unsupported(this, 'resize');
+    const old = this.size;
     await this.layer.truncate(size, { prealloc, shrink });
+    // as qemu's generic truncate: a backing file long enough to show through the new area would
+    // leak its old data into it, so the new area is written as zeros
+    if (size > old && this.backing && this.backing.size > old) await this.writeZeroes(old, size - old, false);
   }
 
   /** This layer's own status of the run at `offset` (length clamped to the image). */

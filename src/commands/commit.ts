@@ -51,7 +51,8 @@ async function commitData(top: Image, base: Image, baseDepth: number, progress: 
     let n = st.length;
     if (st.depth < baseDepth) {
       if (st.zero) {
-        await base.writeZeroes(off, n, false);
+        // qemu-img commit runs as an active mirror with unmap: zeroed ranges free base clusters
+        await base.writeZeroes(off, n, true);
       } else {
         n = Math.min(n, COMMIT_CHUNK);
         const b = buf.subarray(0, n);

@@ -8,7 +8,7 @@ import type { Cli } from '../cli/context.js';
 import { describe } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { printHelp } from '../cli/common.js';
-import { Secrets } from '../cli/optstr.js';
+import { parseImageSpec, Secrets } from '../cli/optstr.js';
 import { hexSuffixWarning, parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, createSummary, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
@@ -57,7 +57,10 @@ async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeA
   if (backing !== undefined && !a.unsafe) {
     let img;
     try {
-      img = await openImage(resolveBackingName(filename, backing), { readOnly: true, secrets: a.secrets, ...(bfmt !== undefined ? { format: bfmt } : {}) });
+      // a json: backing name is an option set, opened as the CLI opens one
+      const spec = parseImageSpec(resolveBackingName(filename, backing), false);
+      const format = bfmt ?? spec.format;
+      img = await openImage(spec.filename, { readOnly: true, secrets: a.secrets, options: spec.options, ...(format !== undefined ? { format } : {}) });
     } catch (e) {
       throw new VdiskError('not-found', 'BACKING_OPEN', `${describe(e)}\nCould not open backing image.`, {}, e);
     }

@@ -47,7 +47,11 @@ async function preserveContent(top: Image, next: Image | null): Promise<void> {
         const nb = b.subarray(0, n);
         await readClipped(old, oa, pos);
         await readClipped(next, nb, pos);
-        if (!same(oa, nb)) await top.write(oa, pos);
+        if (!same(oa, nb)) {
+          // past the end of the old backing file (or without one) qemu-img writes zeros as zeros
+          if (pos >= (old?.size ?? 0)) await top.writeZeroes(pos, n, false);
+          else await top.write(oa, pos);
+        }
         pos += n;
       }
     }

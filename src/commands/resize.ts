@@ -63,7 +63,9 @@ export default async function resizeCommand(argv: string[], cli: Cli): Promise<n
   }
   let img: Image;
   try {
-    img = await openForCommand(r.operands[0]!, args, { readOnly: false, noBacking: true });
+    // with its backing chain, as qemu-img opens it: a missing backing file fails, and growing
+    // over a longer backing file zeroes the new area
+    img = await openForCommand(r.operands[0]!, args, { readOnly: false });
   } catch (e) {
     return cli.fail(e);
   }

@@ -420,6 +420,14 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     });
   }
 
+  /**
+   * Unallocated clusters read from a backing file if the header names one, even when it was not
+   * opened (convert's target with -B): zeros must then be recorded, not assumed.
+   */
+  private backingShows(): boolean {
+    return this.p.backingReader.present || this.p.loaded.backing !== undefined;
+  }
+
   private rawDataFile(): boolean {
     return (this.p.loaded.header.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n && this.p.data !== this.p.proto;
   }
@@ -427,7 +435,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Zeros written as data, skipped where the bytes already read as zeros without a backing file. */
   private async zeroBytes(meta: MetadataWriter, pos: number, n: number): Promise<void> {
     const m = await this.p.map.lookup(pos, n);
-    if (m.length >= n && (m.type === 'zero-plain' || m.type === 'zero-alloc' || (m.type === 'unallocated' && !this.namesBacking()))) return;
+    if (m.length >= n && (m.type === 'zero-plain' || m.type === 'zero-alloc' || (m.type === 'unallocated' && !this.backingShows()))) return;
     await this.writeData(meta, new Uint8Array(n), pos);
   }
 
@@ -435,10 +443,6 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
    * A backing file is linked, or named in the header though not opened (convert -n opens its target
    * without the chain): unallocated clusters then do not read as zeros.
    */
-  private namesBacking(): boolean {
-    return this.p.backingReader.present || this.p.loaded.backing !== undefined;
-  }
-
   /**
    * Zero whole clusters (or subclusters) within one cluster through the L2 entry's zero flags; as
    * qemu, unallocated clusters get the flag too (an L2 table is allocated for it).
@@ -486,11 +490,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const meta = await this.guestWriter(offset, length);
       const g = this.p.map.geo;
       const h = this.p.loaded.header;
-      const backing = this.p.backingReader.present && !unallocate;
+      const backing = this.backingShows() && !unallocate;
       // v2 cannot mark a cluster zero, so with a backing file a discard would expose its data
       if (this.p.data !== this.p.proto || (h.version < 3 && backing)) return;
       const first = Math.ceil(offset / g.clusterSize);
-      const last = Math.floor((offset + length) / g.clusterSize);
+      // the image's last cluster may be partial: reaching the image end clears it too
+      const end = offset + length;
+      const last = end >= this.size ? Math.ceil(end / g.clusterSize) : Math.floor(end / g.clusterSize);
       for (let c = first; c < last; c++) {
         const { l1i, idx } = this.locate(c * g.clusterSize);
         // without an L2 table the cluster is unallocated: with a backing file qemu still makes it read as zeros

@@ -11,12 +11,35 @@ q(['create', '-q', '-f', 'qcow2', 'base.qcow2', '64M']);
 assert.equal(qemuIo(['-c', 'write -P 0x11 0 64M', join(dir, 'base.qcow2')]).code, 0);
 q(['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2']);
 assert.equal(qemuIo(['-c', 'write -P 0x22 0 3M', join(dir, 'top.qcow2')]).code, 0);
+// zeros written as data over the backing file must stay zeros in a target that has it as backing
+q(['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'ztop.qcow2']);
+assert.equal(qemuIo(['-c', 'write -P 0 0 3M', join(dir, 'ztop.qcow2')]).code, 0);
+q(['create', '-q', '-f', 'qcow2', 's1.qcow2', '1M']);
+q(['create', '-q', '-f', 'qcow2', 's2.qcow2', '1M']);
 
 const cases = [
   '-B base.qcow2 -o backing_fmt=qcow2', '-o backing_file=base.qcow2,backing_fmt=qcow2', '-o backing_file=base.qcow2',
   '-B base.qcow2 -o backing_file=nonexist,backing_fmt=qcow2', '-B base.qcow2 -F raw -o backing_fmt=qcow2',
 ];
+const more: Array<[string, string]> = [
+  ['-B base.qcow2 -F qcow2', 'ztop.qcow2'], ['-c -B base.qcow2 -F qcow2', 'ztop.qcow2'], ['-B base.qcow2', 's1.qcow2 s2.qcow2'],
+  ['-o backing_file=base.qcow2', 's1.qcow2 s2.qcow2'], ['-B base.qcow2 -o bogus=1', 's1.qcow2 s2.qcow2'], ['-B nonexist -F qcow2', 's1.qcow2'],
+];
 let n = 0;
+for (const [c, srcs] of more) {
+  test(`convert -O qcow2 ${c} ${srcs} matches qemu-img`, () => {
+    n++;
+    const args = ['convert', '-O', 'qcow2', ...c.split(' '), ...srcs.split(' ')];
+    const got = vdisk([...args, `v${n}.qcow2`], { cwd: dir });
+    const want = qemuImg([...args, `q${n}.qcow2`], { cwd: dir });
+    assert.deepEqual({ ...got, stderr: got.stderr.replaceAll(`v${n}.`, 'T.') }, { ...want, stderr: want.stderr.replaceAll(`q${n}.`, 'T.') });
+    if (want.code !== 0) return;
+    const mapOf = (name: string): string => qemuImg(['map', '--output=json', name], { cwd: dir }).stdout.replaceAll(name, 'T');
+    assert.equal(mapOf(`v${n}.qcow2`), mapOf(`q${n}.qcow2`));
+    assert.equal(qemuImg(['compare', `v${n}.qcow2`, `q${n}.qcow2`], { cwd: dir }).code, 0);
+  });
+}
+
 for (const c of cases) {
   test(`convert -O qcow2 ${c} matches qemu-img`, () => {
     n++;
