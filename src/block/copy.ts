@@ -116,6 +116,14 @@ async function allZero(img: Image, off: number, end: number, topOnly: boolean, e
  */
 async function* planAligned(segments: readonly CopySegment[], o: CopyOptions): AsyncGenerator<Job> {
   let seq = 0;
+  if (o.topOnly && segments.length === 1) {
+    // -B: only what the top layer holds, cluster by cluster (a backing file excludes concatenation)
+    const seg = segments[0]!;
+    for await (const j of planTopOnlyClusters(seg.image, o.target.layer.granularity ?? COPY_CHUNK_BYTES)) {
+      yield { seq: seq++, src: seg.image, srcOffset: j.off, dstOffset: seg.targetOffset + j.off, length: j.length, kind: j.kind };
+    }
+    return;
+  }
   const end = segments.reduce((m, s) => Math.max(m, s.targetOffset + s.image.size), 0);
   // windows in target coordinates: a cluster may span two concatenated sources
   for (let t = 0; t < end; t += COPY_CHUNK_BYTES) {
@@ -156,6 +164,55 @@ function windowParts(segments: readonly CopySegment[], t: number, n: number): Jo
     if (a < b) out.push({ src: s.image, srcOffset: a - s.targetOffset, length: b - a, bufOffset: a - t });
   }
   return out;
+}
+
+/** What the top layer holds in one target cluster: nothing (skip), only zeros, or data. */
+async function clusterKind(img: Image, off: number, end: number): Promise<Job['kind']> {
+  let unallocated = false;
+  let zero = false;
+  for (let p = off; p < end;) {
+    const st = await img.layerStatus(p, end - p);
+    if (!st.allocated) unallocated = true;
+    else if (st.zero && !st.data) zero = true;
+    else return 'data';
+    p += st.length;
+  }
+  // a cluster partly zeroed and partly showing the backing file is copied as read
+  if (zero) return unallocated ? 'data' : 'zero';
+  return 'skip';
+}
+
+/**
+ * Compressed copies of the top layer only (-B): cluster by cluster, so clusters the top does not
+ * allocate stay unallocated in the target instead of being filled from the backing file.
+ */
+async function* planTopOnlyClusters(img: Image, cluster: number): AsyncGenerator<{ off: number; length: number; kind: Job['kind'] }> {
+  let run: { off: number; length: number; kind: Job['kind'] } | undefined;
+  const pending: Array<{ off: number; length: number; kind: Job['kind'] }> = [];
+  const add = (off: number, length: number, kind: Job['kind']): void => {
+    if (run && run.kind === kind && (kind !== 'data' || run.length + length <= COPY_CHUNK_BYTES)) {
+      run.length += length;
+      return;
+    }
+    if (run) pending.push(run);
+    run = { off, length, kind };
+  };
+  for (let c = 0; c < img.size;) {
+    // whole clusters in one status run share its state; only clusters split by runs are walked
+    const st = await img.layerStatus(c, Math.min(img.size - c, 1 << 30));
+    const kind: Job['kind'] = !st.allocated ? 'skip' : st.zero && !st.data ? 'zero' : 'data';
+    const whole = c + st.length >= img.size ? img.size - c : Math.floor(st.length / cluster) * cluster;
+    if (whole > 0) {
+      for (let p = 0; p < whole; p += COPY_CHUNK_BYTES) add(c + p, Math.min(COPY_CHUNK_BYTES, whole - p), kind);
+      c += whole;
+    } else {
+      const end = Math.min(img.size, c + cluster);
+      add(c, end - c, await clusterKind(img, c, end));
+      c = end;
+    }
+    yield* pending.splice(0);
+  }
+  if (run) yield run;
 }
 
 /** Walks the sources and yields jobs, each no longer than COPY_CHUNK_BYTES for data. */
