@@ -89,7 +89,7 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
     if (hasDataFile) await openDataFile(p, ctx);
     await openCrypto(p, ctx);
     const layer = new Qcow2Layer(p);
-    await layer.prepareWrites();
+    await layer.prepareWrites(ctx.check === true);
     return layer;
   } catch (e) {
     if (p.data && p.data !== proto) await p.data.close().catch(() => undefined);

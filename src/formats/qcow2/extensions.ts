@@ -138,7 +138,7 @@ function pushExt(out: number[], type: number, data: Uint8Array): void {
 
 const enc = new TextEncoder();
 
-/** Encode extensions in qemu's order (backing format, data file, crypto, bitmaps, features, unknown, end). */
+/** Encode extensions in qemu's order (backing format, data file, crypto, features, bitmaps, unknown, end). */
 export function encodeExtensions(ext: Extensions): Uint8Array {
   const out: number[] = [];
   if (ext.backingFormat !== undefined) pushExt(out, EXT_BACKING_FORMAT, enc.encode(ext.backingFormat));
@@ -150,14 +150,6 @@ export function encodeExtensions(ext: Extensions): Uint8Array {
     dv.setBigUint64(8, ext.crypto.length);
     pushExt(out, EXT_CRYPTO, b);
   }
-  if (ext.bitmaps) {
-    const b = new Uint8Array(24);
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, ext.bitmaps.nbBitmaps);
-    dv.setBigUint64(8, ext.bitmaps.directorySize);
-    dv.setBigUint64(16, ext.bitmaps.directoryOffset);
-    pushExt(out, EXT_BITMAPS, b);
-  }
   if (ext.features.length > 0) {
     const b = new Uint8Array(ext.features.length * FEATURE_ENTRY_BYTES);
     ext.features.forEach((f, i) => {
@@ -166,6 +158,14 @@ export function encodeExtensions(ext: Extensions): Uint8Array {
       b.set(enc.encode(f.name).subarray(0, 46), i * FEATURE_ENTRY_BYTES + 2);
     });
     pushExt(out, EXT_FEATURE_TABLE, b);
+  }
+  if (ext.bitmaps) {
+    const b = new Uint8Array(24);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, ext.bitmaps.nbBitmaps);
+    dv.setBigUint64(8, ext.bitmaps.directorySize);
+    dv.setBigUint64(16, ext.bitmaps.directoryOffset);
+    pushExt(out, EXT_BITMAPS, b);
   }
   for (const u of ext.unknown) pushExt(out, u.type, u.data);
   pushExt(out, EXT_END, new Uint8Array(0));
