@@ -11,10 +11,11 @@
  * apply, delete), writes with refcounted allocation and copy-on-write, compressed writes, zero
  * clusters, discard,
  * resize (grow with preallocation, shrink), `check` with leak/refcount repair, repair of dirty
- * (lazy-refcounts) images before the first write, qemu's metadata overlap check.
- * Not supported: the legacy AES encryption (crypt_method 1; info only), writing images with
- * enabled persistent dirty bitmaps (they would go stale), rebuilding refcount structures from
- * scratch (repair fixes refcounts in place).
+ * (lazy-refcounts) images before the first write, qemu's metadata overlap check, persistent
+ * dirty bitmaps (bitmap-store.ts, bitmap-ops.ts: add/remove/clear/enable/disable/merge, guest
+ * writes recorded in enabled bitmaps, stored at close as qemu does).
+ * Not supported: the legacy AES encryption (crypt_method 1; info only), rebuilding refcount
+ * structures from scratch (repair fixes refcounts in place).
  *
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
