@@ -37,6 +37,9 @@ q(['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '10M']);
 q(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', 'small-clusters.qcow2', '10M']);
 q(['create', '-q', '-f', 'qcow2', 'huge.qcow2', '8T']);
 q(['create', '-q', '-f', 'raw', 'r.raw', '10M']);
+// an overlay whose backing file is missing: qemu-img bitmap opens no backing chain
+q(['create', '-q', '-f', 'qcow2', '-u', '-b', 'missing.qcow2', '-F', 'qcow2', 'orphan.qcow2', '10M']);
+q(['bitmap', '--add', 'orphan.qcow2', 'o']);
 // merge sources in other files: same size, other granularity; another size
 q(['create', '-q', '-f', 'qcow2', 'src.qcow2', '10M']);
 q(['bitmap', '--add', '-g', '1k', 'src.qcow2', 'y']);
@@ -76,6 +79,8 @@ const cases: Array<{ image: string; argv: string[] }> = [
   { image: 'v2.qcow2', argv: ['--remove', 'T', 'b'] },
   { image: 'huge.qcow2', argv: ['--add', '-g', '1k', 'T', 'b'] },
   { image: 'huge.qcow2', argv: ['--add', '-g', '64k', 'T', 'b'] },
+  { image: 'orphan.qcow2', argv: ['--add', 'T', 'b'] },
+  { image: 'img.qcow2', argv: ['--merge', 'o', '-b', 'orphan.qcow2', 'T', 'b1'] },
   { image: 'r.raw', argv: ['--add', 'T', 'b'] },
   { image: 'r.raw', argv: ['--add', '-f', 'raw', 'T', 'b'] },
   { image: 'r.raw', argv: ['--remove', '-f', 'raw', 'T', 'b'] },
