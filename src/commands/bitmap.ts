@@ -111,7 +111,7 @@ async function mergeFrom(img: Image, name: string, a: Action, p: Parsed, cli: Cl
   if (p.srcFmt !== undefined) srcArgs.format = p.srcFmt;
   let src: Image;
   try {
-    src = await openForCommand(p.srcFile!, srcArgs, { readOnly: true });
+    src = await openForCommand(p.srcFile!, srcArgs, { readOnly: true, noBacking: true });
   } catch (e) {
     cli.fail(e);
     return false;
@@ -137,7 +137,8 @@ export default async function bitmapCommand(argv: string[], cli: Cli): Promise<n
   const granularity = p.granularity ? Number(p.granularity & 0xffffffffn) : undefined;
   let img: Image;
   try {
-    img = await openForCommand(filename, p.args, { readOnly: false });
+    // qemu-img bitmap opens neither image's backing chain (a missing backing file is no error)
+    img = await openForCommand(filename, p.args, { readOnly: false, noBacking: true });
   } catch (e) {
     return cli.fail(e);
   }

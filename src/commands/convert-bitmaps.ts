@@ -1,13 +1,14 @@
 /**
  * qemu-img convert --bitmaps [--skip-broken-bitmaps]: the persistent bitmaps of the (single)
  * source's top layer are created in the target with the same name, granularity and enabled state
- * and filled with the source's bits, after the data is copied. The checks come at qemu-img's
+ * and filled with the source's bits, after the data is copied (the target stores them when it is
+ * closed, after its own, in the source's order). The checks come at qemu-img's
  * points: source support and inconsistent bitmaps before the target is created, target support
  * once it is open.
  */
 import { VdiskError } from '../block/errors.js';
 import type { Image } from '../block/image.js';
-import { addBitmap, checkAddBitmap, mergeBitmap } from '../block/bitmaps.js';
+import { addBitmap, mergeBitmap } from '../block/bitmaps.js';
 import type { PersistentBitmap } from '../block/driver.js';
 
 function fail(code: string, message: string, cause?: unknown): VdiskError {
@@ -32,28 +33,18 @@ export function checkTargetBitmaps(target: Image): void {
   if (!target.layer.bitmaps?.supported) throw fail('CONVERT_TARGET_BITMAPS', `Format driver '${target.format}' does not support bitmaps`);
 }
 
-/**
- * qemu creates the bitmaps in its list order (an error stops there) and stores the ones created
- * at close, after the target's own, in the reverse order of creation: the source's order.
- */
+/** Bitmaps are created in qemu's list order; the first failure stops the copy. */
 export async function copyBitmaps(src: Image, target: Image, skipBroken: boolean, warn: (msg: string) => void): Promise<void> {
-  const create: PersistentBitmap[] = [];
-  let error: VdiskError | undefined;
   for (const b of inQemuOrder(src)) {
     if (skipBroken && b.inconsistent) {
       warn(`Skipping inconsistent bitmap '${b.name}'`);
       continue;
     }
     try {
-      checkAddBitmap(target, b.name, b.granularity);
+      await addBitmap(target, b.name, b.granularity, b.enabled);
     } catch (e) {
-      error = fail('CONVERT_BITMAP_CREATE', `Failed to create bitmap ${b.name}: ${e instanceof Error ? e.message : String(e)}`, e);
-      break;
+      throw fail('CONVERT_BITMAP_CREATE', `Failed to create bitmap ${b.name}: ${e instanceof Error ? e.message : String(e)}`, e);
     }
-    create.push(b);
-  }
-  for (const b of create.reverse()) {
-    await addBitmap(target, b.name, b.granularity, b.enabled);
     try {
       await mergeBitmap(target, b.name, src, b.name);
     } catch (e) {
@@ -61,5 +52,4 @@ export async function copyBitmaps(src: Image, target: Image, skipBroken: boolean
       throw fail('CONVERT_BITMAP_POPULATE', `Failed to populate bitmap ${b.name}: ${e instanceof Error ? e.message : String(e)}`, e);
     }
   }
-  if (error) throw error;
 }

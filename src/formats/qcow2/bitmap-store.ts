@@ -12,7 +12,6 @@
  * only then are the old directory, tables and data clusters freed. A crash before the header
  * write leaks clusters; after it, the new bitmaps are whole.
  */
-import { VdiskError } from '../../block/errors.js';
 import { AUTOCLEAR_BITMAPS, invalid, toSafe } from './header.js';
 import { ENTRY_FIXED, type BitmapEntry } from './bitmap.js';
 import { currentName, writeHeaderArea } from './backing-change.js';
@@ -85,10 +84,13 @@ export async function readBitmapData(p: Qcow2Parts, b: BitmapEntry): Promise<Uin
   return out;
 }
 
-/** Host ranges a stored bitmap occupies: its table and every data cluster it names. */
-async function storedRanges(p: Qcow2Parts, b: BitmapEntry): Promise<Array<[number, number]>> {
+/**
+ * Host ranges a stored bitmap occupies: every data cluster it names (discarded when freed, as
+ * qemu does) and its table (not discarded).
+ */
+async function storedRanges(p: Qcow2Parts, b: BitmapEntry): Promise<Array<[number, number, boolean]>> {
   const cs = p.loaded.clusterSize;
-  const out: Array<[number, number]> = [];
+  const out: Array<[number, number, boolean]> = [];
   let dv: DataView;
   try {
     dv = await readTable(p, b);
@@ -98,9 +100,9 @@ async function storedRanges(p: Qcow2Parts, b: BitmapEntry): Promise<Array<[numbe
   }
   for (let i = 0; i < b.tableSize; i++) {
     const off = entryHostOffset(dv.getUint32(i * 8), dv.getUint32(i * 8 + 4));
-    if (off !== 0) out.push([off, cs]);
+    if (off !== 0) out.push([off, cs, true]);
   }
-  if (b.tableSize > 0) out.push([Number(b.tableOffset), b.tableSize * 8]);
+  if (b.tableSize > 0) out.push([Number(b.tableOffset), b.tableSize * 8, false]);
   return out;
 }
 
@@ -121,7 +123,8 @@ async function writeBitmap(p: Qcow2Parts, meta: MetadataWriter, data: Uint8Array
     tv.setUint32(i * 8 + 4, off >>> 0);
   }
   const off = await meta.alloc.allocateMeta(table.length / cs);
-  await p.proto.pwrite(table, off);
+  // only the entries are written, as qemu does (the rest of the cluster keeps what it held)
+  await p.proto.pwrite(table.subarray(0, entries * 8), off);
   return off;
 }
 
@@ -153,7 +156,8 @@ function encodeDirectory(list: readonly BitmapEntry[]): Uint8Array {
 
 /**
  * Make `plans` the image's bitmap list (in directory order): bitmaps with new data get new
- * tables, the others keep theirs; bitmaps of the old list that are gone or rewritten are freed.
+ * tables (allocated in directory order, as qemu does), the others keep theirs; bitmaps of the old
+ * list that are gone or rewritten are freed.
  */
 export async function storeBitmaps(p: Qcow2Parts, meta: MetadataWriter, plans: readonly BitmapPlan[]): Promise<void> {
   const l = p.loaded;
@@ -163,24 +167,21 @@ export async function storeBitmaps(p: Qcow2Parts, meta: MetadataWriter, plans: r
   const oldExt = l.ext.bitmaps;
   // tables that stay where they are, by offset (a kept bitmap may come with new flags)
   const keep = new Set<bigint>();
-  const list: BitmapEntry[] = [];
-  for (const plan of plans) {
-    if (!plan.data) {
-      keep.add(plan.entry.tableOffset);
-      list.push(plan.entry);
-      continue;
-    }
+  const list: BitmapEntry[] = plans.map((plan) => plan.entry);
+  for (const plan of plans) if (!plan.data) keep.add(plan.entry.tableOffset);
+  for (let i = 0; i < plans.length; i++) {
+    const plan = plans[i]!;
+    if (!plan.data) continue;
     const entries = bitmapGeometry(l.size, plan.entry.granularityBits, cs).tableEntries;
     const tableOffset = await writeBitmap(p, meta, plan.data, entries);
-    list.push({ ...plan.entry, tableOffset: BigInt(tableOffset), tableSize: entries });
+    list[i] = { ...plan.entry, tableOffset: BigInt(tableOffset), tableSize: entries };
   }
   const dir = encodeDirectory(list);
   let dirOffset = 0;
   if (dir.length > 0) {
-    const padded = new Uint8Array(Math.ceil(dir.length / cs) * cs);
-    padded.set(dir);
-    dirOffset = await meta.alloc.allocateMeta(padded.length / cs);
-    await p.proto.pwrite(padded, dirOffset);
+    // only the directory's bytes are written, as qemu does (the file may end inside the cluster)
+    dirOffset = await meta.alloc.allocateMeta(Math.ceil(dir.length / cs));
+    await p.proto.pwrite(dir, dirOffset);
   }
   await meta.flush();
   await p.proto.flush();
@@ -197,17 +198,25 @@ export async function storeBitmaps(p: Qcow2Parts, meta: MetadataWriter, plans: r
   await writeHeaderArea(p, h, ext, currentName(p));
   l.bitmaps = list;
 
-  if (oldExt && oldExt.directorySize > 0n) meta.queueFree(Number(oldExt.directoryOffset), Number(oldExt.directorySize));
+  // qemu discards freed bitmap data clusters, not tables or directories ("other" discards are off)
+  const frees: Array<[number, number, boolean]> = [];
+  if (oldExt && oldExt.directorySize > 0n) frees.push([Number(oldExt.directoryOffset), Number(oldExt.directorySize), false]);
   for (const b of old) {
     if (keep.has(b.tableOffset)) continue;
-    for (const [off, bytes] of await storedRanges(p, b)) meta.queueFree(off, bytes);
+    frees.push(...(await storedRanges(p, b)));
   }
+  for (const [off, bytes, discard] of frees) await meta.alloc.release(off, bytes, discard);
   await meta.flush();
 }
 
-/** Refuse changes to an image whose bitmap list vdisk would have to drop to write. */
-export function bitmapsWritable(p: Qcow2Parts): void {
-  if (p.readOnly) {
-    throw new VdiskError('permission', 'QCOW2_BITMAPS_READ_ONLY', 'Bitmaps cannot be changed in a read-only image', { path: p.path, format: 'qcow2' });
-  }
+/**
+ * Rewrite the directory where it is with new flags only (qemu marks the bitmaps it loads in-use
+ * this way when it opens an image read-write): one write of the same size at the same place.
+ */
+export async function rewriteDirectoryInPlace(p: Qcow2Parts, list: readonly BitmapEntry[]): Promise<void> {
+  const ext = p.loaded.ext.bitmaps!;
+  const dir = encodeDirectory(list);
+  await p.proto.pwrite(dir, Number(ext.directoryOffset));
+  await p.proto.flush();
+  p.loaded.bitmaps = [...list];
 }

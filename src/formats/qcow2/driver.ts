@@ -13,10 +13,10 @@
  * resize (grow with preallocation, shrink), `check` with leak/refcount repair, repair of dirty
  * (lazy-refcounts) images before the first write, qemu's metadata overlap check, amend (compat
  * up/downgrade, refcount width, lazy refcounts, data file fields, size, LUKS key slots), legacy
- * AES encryption (crypt_method 1) read and written.
- * Not supported: writing images with
- * enabled persistent dirty bitmaps (they would go stale), rebuilding refcount structures from
- * scratch (repair fixes refcounts in place).
+ * AES encryption (crypt_method 1) read and written, persistent dirty bitmaps (bitmap-store.ts,
+ * bitmap-ops.ts: add/remove/clear/enable/disable/merge, guest writes recorded in enabled bitmaps,
+ * stored at close as qemu does).
+ * Not supported: rebuilding refcount structures from scratch (repair fixes refcounts in place).
  *
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
@@ -72,7 +72,7 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
     // loaded on demand: node:crypto alone costs plain images tens of milliseconds of start-up
     if (loaded.header.cryptMethod !== 0) await (await import('./crypto.js')).openCrypto(p, ctx);
     const layer = new Qcow2Layer(p);
-    await layer.prepareWrites();
+    await layer.prepareWrites(ctx.check === true);
     return layer;
   } catch (e) {
     if (p.data && p.data !== proto) await p.data.close().catch(() => undefined);

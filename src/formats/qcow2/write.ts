@@ -7,7 +7,7 @@
  */
 import { VdiskError } from '../../block/errors.js';
 import type { AmendHooks, BitmapOps, CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
-import { DirtyTracker, Qcow2Bitmaps } from './bitmap-ops.js';
+import { Qcow2Bitmaps } from './bitmap-ops.js';
 import { SnapshotEditor } from './snapshot-ops.js';
 import { CompressedWriter } from './compressed-write.js';
 import { compressClusterAsync } from './compress.js';
@@ -31,11 +31,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   private lock: Promise<unknown> = Promise.resolve();
   private meta: MetadataWriter | undefined;
   private writeBlocked: VdiskError | undefined;
-  private readonly dirty: DirtyTracker;
+  private readonly bitmapState: Qcow2Bitmaps;
 
   constructor(p: Qcow2Parts) {
     super(p);
-    this.dirty = new DirtyTracker(p);
+    this.bitmapState = new Qcow2Bitmaps(p, () => this.writer(), (fn) => this.serial(fn));
   }
 
   get granularity(): number {
@@ -54,11 +54,18 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return run;
   }
 
-  /** Decide, once at open, whether writes can be honoured safely. */
-  async prepareWrites(): Promise<void> {
+  /**
+   * Decide, once at open, whether writes can be honoured safely. Like qemu, a read-write open
+   * (not a check's) loads the persistent bitmaps, marking them in-use until the image is closed.
+   */
+  async prepareWrites(forCheck = false): Promise<void> {
     if (this.p.readOnly) return;
     // as qemu does on every read-write open, even one that then writes nothing (check -r)
     await this.clearUnknownAutoclear();
+    if (!forCheck && this.p.loaded.bitmaps.length > 0 && !this.p.ioBlocked && this.p.loaded.header.cryptMethod === 0) {
+      // a bitmap that cannot be loaded fails the operation that needs it, not the open
+      await this.bitmapState.load().catch(() => undefined);
+    }
     const l = this.p.loaded;
     const h = l.header;
     const path = this.p.path;
@@ -187,8 +194,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** The writer for a guest write of [offset, offset + length): enabled bitmaps record it first. */
   private async guestWriter(offset: number, length: number): Promise<MetadataWriter> {
     const meta = await this.writer();
-    await this.dirty.begin(meta);
-    this.dirty.mark(offset, length);
+    await this.bitmapState.markWritten(offset, length);
     return meta;
   }
 
@@ -528,7 +534,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
 
   /** Persistent dirty bitmaps, each operation under the layer's lock. */
   get bitmaps(): BitmapOps {
-    return new Qcow2Bitmaps(this.p, () => this.writer(), (fn) => this.serial(fn));
+    return this.bitmapState;
   }
 
   check(repair: RepairMode): Promise<CheckResult> {
@@ -581,6 +587,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       if (size % 512 !== 0) throw fail('QCOW2_RESIZE_ALIGN', 'The new size must be a multiple of 512');
       if (size > MAX_IMAGE_SIZE) throw fail('QCOW2_RESIZE_SIZE', `Image size ${size} is too large`);
       const meta = await this.writer();
+      // bitmaps follow the new size (stored at close); inconsistent ones refuse it, as in qemu
+      await this.bitmapState.beforeResize();
       const ctx = { p: this.p, meta };
       if (size < this.size) {
         if (opts.prealloc !== 'off') throw fail('QCOW2_SHRINK_PREALLOC', "Preallocation can't be used for shrinking an image");
@@ -588,16 +596,14 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       } else {
         await growImage(ctx, size, opts.prealloc);
       }
+      this.bitmapState.resized();
       this.invalidateCompressed();
     }
   }
 
   async close(): Promise<void> {
     // the bits of enabled bitmaps written through are stored, and their in-use flag cleared, last
-    if (this.meta) {
-      const meta = this.meta;
-      await this.serial(() => this.dirty.finish(meta));
-    }
+    if (!this.p.readOnly) await this.serial(() => this.bitmapState.store());
     if (this.p.data && this.p.data !== this.p.proto) await this.p.data.close();
   }
 }
