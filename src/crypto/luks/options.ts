@@ -69,5 +69,11 @@ export function luksSecret(o: Readonly<Record<string, string>>, key: string, sec
   if (id === undefined) throw new VdiskError('invalid-argument', 'LUKS_NO_KEY', `Parameter '${key}' is required for cipher`);
   const s = secrets.get(id);
   if (!s) throw new VdiskError('not-found', 'NO_SECRET', `No secret with id '${id}'`);
+  // LUKS passphrases are text: qemu refuses secrets that are not UTF-8
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(s);
+  } catch {
+    throw new VdiskError('invalid-argument', 'LUKS_SECRET_UTF8', `Data from secret ${id} is not valid UTF-8`);
+  }
   return s;
 }

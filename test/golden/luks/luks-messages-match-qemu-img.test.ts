@@ -56,19 +56,18 @@ test('-o help of create -f luks and amend -f luks/qcow2 list what qemu-img lists
   same(['amend', '-f', 'qcow2', '-o', 'help'], dir);
 });
 
-for (const o of [
-  ['-O', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10'],
-  ['-O', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,cluster_size=512,encrypt.cipher-alg=aes-128'],
-  ['-O', 'qcow2', '-o', 'encrypt.format=aes,encrypt.key-secret=sec0'],
-  ['-O', 'luks', '-o', 'key-secret=sec0'], ['-O', 'luks', '-o', 'key-secret=sec0,cipher-alg=aes-128,cipher-mode=cbc'], ['-O', 'luks'],
-]) {
-  for (const size of ['0', '1G', '7T']) {
-    test(`measure ${o.join(' ')} --size ${size} prints what qemu-img prints`, () => {
-      const dir = scratch('vdisk-luksmsg-');
-      same(['measure', ...SEC, ...o, '--size', size], dir);
-      same(['measure', '--output=json', ...SEC, ...o, '--size', size], dir);
-    });
-  }
+// qemu's measure builds a LUKS header in memory (PBKDF2 benchmark included), so keep these few
+for (const [o, size] of [
+  [['-O', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10'], '1G'],
+  [['-O', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,cluster_size=512,encrypt.cipher-alg=aes-128,encrypt.iter-time=10'], '7T'],
+  [['-O', 'qcow2', '-o', 'encrypt.format=aes,encrypt.key-secret=sec0'], '1G'],
+  [['-O', 'luks', '-o', 'key-secret=sec0,iter-time=10'], '0'],
+  [['-O', 'luks', '-o', 'key-secret=sec0,cipher-alg=aes-128,cipher-mode=cbc,iter-time=10'], '1G'],
+  [['-O', 'luks'], '1G'],
+] as const) {
+  test(`measure ${o.join(' ')} --size ${size} prints what qemu-img prints`, () => {
+    same(['measure', '--output=json', ...SEC, ...o, '--size', size], scratch('vdisk-luksmsg-'));
+  });
 }
 
 /** Patch big-endian u32 values into a copy of a qemu-made volume and compare the open errors. */
