@@ -189,6 +189,8 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
   try {
     const total = sources.reduce((s, i) => s + i.size, 0);
     let fresh = false;
+    /** As qemu-img, the new target is opened with the -o options naming key secrets (encrypted targets). */
+    const keySecrets: Record<string, string> = {};
     if (!a.noCreate) {
       const values = parseCreateOptions(driver, a.options);
       values.delete('size');
@@ -198,6 +200,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
       }
       const opts: Record<string, string> = {};
       for (const [k, v] of values) opts[k] = v;
+      for (const [k, v] of values) if (k.endsWith('key-secret')) keySecrets[k] = v;
       await createImage({ format: outFmt, filename: outName, size: total, options: opts, secrets: a.src.secrets });
       fresh = true;
     }
@@ -206,7 +209,9 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     delete targetArgs.format;
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
-    target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: true, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+    target = await openForCommand(outName, targetArgs, {
+      readOnly: false, noBacking: true, ...(tfmt !== undefined ? { format: tfmt } : {}), ...(Object.keys(keySecrets).length ? { options: keySecrets } : {}),
+    });
     if (target.size < total) {
       throw new VdiskError('invalid-argument', 'TARGET_TOO_SMALL', `Output image is too small (${target.size} < ${total})`);
     }
