@@ -137,6 +137,11 @@ export interface FormatLayer {
    * or ''); only the header changes (qemu-img rebase -u, and the last step of a safe rebase).
    */
   changeBacking?(filename: string | null, format: string | null): Promise<void>;
+  /**
+   * false: a freshly created image of this layer does not read as zeros (qemu's has_zero_init),
+   * so a copy must write zero ranges too (encrypted payloads, preallocated encrypted clusters).
+   */
+  readonly zeroInit?: boolean;
 }
 
 /** Named secrets from `--object secret,...`, looked up by id. */

@@ -226,7 +226,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
       await copyImage(segments, {
         target,
         sparseSize: a.sparseSize,
-        targetIsZero: (fresh && a.backing === undefined) || a.targetIsZero,
+        targetIsZero: (fresh && a.backing === undefined && target.layer.zeroInit !== false) || a.targetIsZero,
         topOnly: a.backing !== undefined,
         inFlight: a.inFlight,
         outOfOrder: a.outOfOrder,

@@ -34,7 +34,8 @@ interface CreateArgs {
 /** Size of the backing image, opened as qemu-img does to validate it (and to print its probed format). */
 async function backingSize(filename: string, a: CreateArgs): Promise<number> {
   const path = resolveBackingName(filename, a.backing!);
-  const img = await openImage(path, { readOnly: true, secrets: a.secrets, ...(a.backingFmt !== undefined ? { format: a.backingFmt } : {}) });
+  // only the size is needed: like qemu, no I/O open (an encrypted backing needs no key here)
+  const img = await openImage(path, { readOnly: true, noIo: true, secrets: a.secrets, ...(a.backingFmt !== undefined ? { format: a.backingFmt } : {}) });
   try {
     return img.size;
   } finally {

@@ -30,6 +30,8 @@ function protoIo(proto: Protocol): LuksIo {
 
 class LuksLayer implements FormatLayer {
   readonly granularity = SECTOR;
+  /** Zeros on disk decrypt to noise: a new volume does not read as zeros. */
+  readonly zeroInit = false;
 
   constructor(
     private readonly proto: Protocol,
