@@ -150,6 +150,11 @@ export interface FormatLayer {
   changeBacking?(filename: string | null, format: string | null): Promise<void>;
   /** Persistent dirty bitmaps (qcow2); absent: the format cannot store any. */
   readonly bitmaps?: BitmapOps;
+  /**
+   * false: a freshly created image of this layer does not read as zeros (qemu's has_zero_init),
+   * so a copy must write zero ranges too (encrypted payloads, preallocated encrypted clusters).
+   */
+  readonly zeroInit?: boolean;
 }
 
 /** One persistent dirty bitmap as the image stores it. */

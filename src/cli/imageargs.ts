@@ -44,7 +44,8 @@ export async function openForCommand(
       ...(args.warn ? { warn: args.warn } : {}),
     });
   } catch (e) {
-    throw wrapOpen(spec.filename, e);
+    // with --image-opts qemu names the image by the whole option string it was given
+    throw wrapOpen(args.imageOpts ? name : spec.filename, e);
   }
 }
 

@@ -251,6 +251,8 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
   try {
     const total = sources.reduce((s, i) => s + i.size, 0);
     let fresh = false;
+    /** As qemu-img, the new target is opened with the -o options naming key secrets (encrypted targets). */
+    const keySecrets: Record<string, string> = {};
     if (!a.noCreate) {
       values.delete('size');
       if (a.backing !== undefined) {
@@ -259,6 +261,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
       }
       const opts: Record<string, string> = {};
       for (const [k, v] of values) opts[k] = v;
+      for (const [k, v] of values) if (k.endsWith('key-secret')) keySecrets[k] = v;
       await createImage({ format: outFmt, filename: outName, size: total, options: opts, secrets: a.src.secrets });
       fresh = true;
     }
@@ -269,7 +272,9 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);
     try {
       // with its backing chain, as qemu opens it: a missing backing file fails here
-      target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: a.backing === undefined, cache: a.cache, ...(tfmt !== undefined ? { format: tfmt } : {}) });
+      target = await openForCommand(outName, targetArgs, { readOnly: false, noBacking: a.backing === undefined, cache: a.cache,
+        ...(tfmt !== undefined ? { format: tfmt } : {}), ...(Object.keys(keySecrets).length ? { options: keySecrets } : {}),
+      });
     } catch (e) {
       // qemu names an option-string target by the whole string
       if (!a.targetImageOpts || !(e instanceof VdiskError) || !(e.cause instanceof VdiskError)) throw e;
@@ -290,7 +295,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
       await copyImage(segments, {
         target,
         sparseSize: a.sparseSize,
-        targetIsZero: (fresh && a.backing === undefined) || a.targetIsZero,
+        targetIsZero: (fresh && a.backing === undefined && target.layer.zeroInit !== false) || a.targetIsZero,
         topOnly: a.backing !== undefined,
         inFlight: a.inFlight,
         outOfOrder: a.outOfOrder,

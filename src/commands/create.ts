@@ -60,7 +60,8 @@ async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeA
       // a json: backing name is an option set, opened as the CLI opens one
       const spec = parseImageSpec(resolveBackingName(filename, backing), false);
       const format = bfmt ?? spec.format;
-      img = await openImage(spec.filename, { readOnly: true, secrets: a.secrets, options: spec.options, ...(format !== undefined ? { format } : {}) });
+      // only the size is needed: like qemu, no I/O open (an encrypted backing needs no key here)
+      img = await openImage(spec.filename, { readOnly: true, noIo: true, secrets: a.secrets, options: spec.options, ...(format !== undefined ? { format } : {}) });
     } catch (e) {
       throw new VdiskError('not-found', 'BACKING_OPEN', `${describe(e)}\nCould not open backing image.`, {}, e);
     }

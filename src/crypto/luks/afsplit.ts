@@ -6,8 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 
 /** Hash each digest-sized piece of `d` with its big-endian index in front (the last piece may be short). */
-function diffuse(d: Buffer, hash: string): void {
-  const ds = createHash(hash).digest().length;
+function diffuse(d: Buffer, hash: string, ds: number): void {
   const iv = Buffer.alloc(4);
   for (let j = 0, off = 0; off < d.length; j++, off += ds) {
     const n = Math.min(ds, d.length - off);
@@ -22,9 +21,10 @@ function xorInto(d: Buffer, src: Uint8Array, at: number): void {
 
 export function afMerge(material: Uint8Array, keyBytes: number, stripes: number, hash: string): Buffer {
   const d = Buffer.alloc(keyBytes);
+  const ds = createHash(hash).digest().length;
   for (let i = 0; i < stripes - 1; i++) {
     xorInto(d, material, i * keyBytes);
-    diffuse(d, hash);
+    diffuse(d, hash, ds);
   }
   xorInto(d, material, (stripes - 1) * keyBytes);
   return d;
@@ -35,9 +35,10 @@ export function afSplit(key: Uint8Array, stripes: number, hash: string): Buffer 
   const n = key.length;
   const out = randomBytes(n * stripes);
   const d = Buffer.alloc(n);
+  const ds = createHash(hash).digest().length;
   for (let i = 0; i < stripes - 1; i++) {
     xorInto(d, out, i * n);
-    diffuse(d, hash);
+    diffuse(d, hash, ds);
   }
   for (let j = 0; j < n; j++) out[(stripes - 1) * n + j] = d[j]! ^ key[j]!;
   return out;

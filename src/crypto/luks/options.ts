@@ -5,7 +5,7 @@
  */
 import { VdiskError } from '../../block/errors.js';
 import type { CreateOptionSpec, SecretStore } from '../../block/driver.js';
-import { CIPHER_ALGS, CIPHER_MODES, HASH_ALGS, IVGEN_ALGS, masterKeyBytes, type CipherMode, type CipherSpec, type IvGen } from './cipher.js';
+import { CIPHER_ALGS, CIPHER_MODES, HASH_ALGS, IVGEN_ALGS, checkCipherAvailable, masterKeyBytes, type CipherMode, type CipherSpec, type IvGen } from './cipher.js';
 import type { LuksCreateParams } from './volume.js';
 import { LUKS_SECTOR, LUKS_STRIPES } from './header.js';
 
@@ -55,6 +55,7 @@ export function luksCreateParams(o: Readonly<Record<string, string>>, prefix: st
   const spec: CipherSpec = { alg, mode: mode as CipherMode, ivgen: ivgen as IvGen };
   // qemu names the ESSIV hash in the header only for essiv, defaulting to sha256
   if (ivgen === 'essiv') spec.ivHash = ivHash ?? 'sha256';
+  checkCipherAvailable(spec);
   if ((masterKeyBytes(spec) * LUKS_STRIPES) % LUKS_SECTOR !== 0) {
     // qemu 7.2 aborts on an assertion here (aes-192 outside XTS); vdisk refuses instead
     throw new VdiskError('unsupported', 'LUKS_PARTIAL_SECTOR',
@@ -69,5 +70,11 @@ export function luksSecret(o: Readonly<Record<string, string>>, key: string, sec
   if (id === undefined) throw new VdiskError('invalid-argument', 'LUKS_NO_KEY', `Parameter '${key}' is required for cipher`);
   const s = secrets.get(id);
   if (!s) throw new VdiskError('not-found', 'NO_SECRET', `No secret with id '${id}'`);
+  // LUKS passphrases are text: qemu refuses secrets that are not UTF-8
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(s);
+  } catch {
+    throw new VdiskError('invalid-argument', 'LUKS_SECRET_UTF8', `Data from secret ${id} is not valid UTF-8`);
+  }
   return s;
 }

@@ -47,7 +47,8 @@ export function parseCipher(h: LuksHeader, where: ErrorWhere): CipherSpec {
   const colon = ivPart.indexOf(':');
   const ivgen = colon < 0 ? ivPart : ivPart.slice(0, colon);
   if (!(IVGEN_ALGS as readonly string[]).includes(ivgen)) throw bad(where, 'LUKS_IVGEN', `IV generator '${ivgen}' not supported`, 'unsupported');
-  const ivHash = colon < 0 ? undefined : ivPart.slice(colon + 1);
+  // qemu reads the hash only for essiv (a ":hash" after plain64 is ignored, and not shown)
+  const ivHash = colon < 0 || ivgen !== 'essiv' ? undefined : ivPart.slice(colon + 1);
   if (ivHash !== undefined && !HASH_ALGS.includes(ivHash)) throw bad(where, 'LUKS_HASH', `Hash algorithm '${ivHash}' not supported`, 'unsupported');
   const keyBytes = mode === 'xts' ? Math.floor(h.keyBytes / 2) : h.keyBytes;
   const alg = Object.entries(CIPHER_ALGS).find(([, v]) => v.name === h.cipherName && v.keyBytes === keyBytes);

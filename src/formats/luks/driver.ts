@@ -9,6 +9,7 @@
  * info, resize, measure, key-slot amend. Not supported: LUKS2, ciphers other than AES (qemu's
  * build also has serpent, twofish and cast5-128; vdisk refuses them by name), detached headers.
  */
+import { rm } from 'node:fs/promises';
 import { VdiskError } from '../../block/errors.js';
 import type {
   CreateContext, CreateOptionSpec, FormatDriver, FormatLayer, LayerInfo, LayerStatus, MeasureInput, MeasureResult,
@@ -29,6 +30,8 @@ function protoIo(proto: Protocol): LuksIo {
 
 class LuksLayer implements FormatLayer {
   readonly granularity = SECTOR;
+  /** Zeros on disk decrypt to noise: a new volume does not read as zeros. */
+  readonly zeroInit = false;
 
   constructor(
     private readonly proto: Protocol,
@@ -125,18 +128,22 @@ async function createLuks(ctx: CreateContext): Promise<void> {
   const params = luksCreateParams(o, '');
   const prealloc = o['preallocation'] ?? 'off';
   if (!PREALLOC.has(prealloc)) throw new VdiskError('invalid-argument', 'BAD_PREALLOCATION', `invalid parameter value: ${prealloc}`);
-  const secret = luksSecret(o, 'key-secret', ctx.secrets);
   const proto = await ctx.createFile(ctx.filename);
   try {
+    const secret = luksSecret(o, 'key-secret', ctx.secrets);
     const vol = await LuksVolume.create(protoIo(proto), params, secret, { path: ctx.filename, format: 'luks' });
     const size = Math.ceil(ctx.size / SECTOR) * SECTOR;
     // metadata preallocation means nothing to the file below: qemu passes it on as "off"
     const mode = (prealloc === 'metadata' ? 'off' : prealloc) as Preallocation;
     await proto.truncate(vol.payloadOffsetBytes + size, mode);
     await proto.flush();
-  } finally {
+  } catch (e) {
+    // as qemu's luks create, a failed volume is not left behind (even where a file existed)
     await proto.close();
+    await rm(ctx.filename, { force: true }).catch(() => undefined);
+    throw e;
   }
+  await proto.close();
 }
 
 /** A LUKS image holds its header area plus every guest byte (encryption makes nothing sparse). */

@@ -44,6 +44,11 @@ export class Qcow2Reader {
     return this.p.loaded.size;
   }
 
+  /** Preallocated clusters of an encrypted image decrypt to noise: it does not start out zero. */
+  get zeroInit(): boolean {
+    return !(this.p.luks && this.p.loaded.l1.some((b) => b !== 0));
+  }
+
   protected checkIo(): void {
     if (this.p.ioBlocked) throw this.p.ioBlocked;
   }
