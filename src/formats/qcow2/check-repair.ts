@@ -51,7 +51,11 @@ export async function compareRefcounts(c: CheckCtx, fix: Fix): Promise<{ highest
       if (stored === 0) rebuild = true;
       else if (stored > counted && fix.leaks) repair = 'leak';
       else if (stored < counted && fix.errors) repair = 'error';
-      c.msg(`${repair ? 'Repairing' : stored < counted ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${stored} reference=${counted}`);
+      // 64-bit refcounts past 2^53 are read saturated; the message shows the stored value exactly
+      const shown = block && st.order === 6 && stored === Number.MAX_SAFE_INTEGER
+        ? new DataView(block.buffer, block.byteOffset, block.byteLength).getBigUint64((i - start) * 8).toString()
+        : String(stored);
+      c.msg(`${repair ? 'Repairing' : stored < counted ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${shown} reference=${counted}`);
       if (repair) {
         await st.set(i, counted);
         if (counted === 0) freed.push(i);
