@@ -3,7 +3,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import {
   LUKS_MAGIC, LUKS_SLOT_COUNT, LUKS_STRIPES, SLOT_DISABLED, encodeLuksHeader,
 } from '../../../../dist/crypto/luks/header.js';
-import { masterKeyBytes } from '../../../../dist/crypto/luks/cipher.js';
+import { masterKeyBytes, type CipherSpec } from '../../../../dist/crypto/luks/cipher.js';
 import { headerSectors, KEY_SLOT_OFFSET_SECTORS } from '../../../../dist/crypto/luks/volume.js';
 import { storeSlot, splitSectors } from '../../../../dist/crypto/luks/keyslot.js';
 import { derive } from '../../../../dist/crypto/luks/pbkdf.js';
@@ -28,7 +28,7 @@ export class MemIo {
 export interface MadeVolume { io: MemIo; masterKey: Buffer }
 
 /** A volume with slot 0 opened by `secret`; `spec` defaults to aes-256-xts-plain64. */
-export async function makeVolume(secret: Uint8Array, spec = { alg: 'aes-256', mode: 'xts', ivgen: 'plain64' } as { alg: string; mode: string; ivgen: string; ivHash?: string }, hash = 'sha256'): Promise<MadeVolume> {
+export async function makeVolume(secret: Uint8Array, spec: CipherSpec = { alg: 'aes-256', mode: 'xts', ivgen: 'plain64' }, hash = 'sha256'): Promise<MadeVolume> {
   const keyBytes = masterKeyBytes(spec);
   const masterKey = randomBytes(keyBytes);
   const mkSalt = randomBytes(32);
