@@ -19,24 +19,17 @@ import { downgradeToV2 } from './amend-downgrade.js';
 import { upgradeToV3 } from './amend-upgrade.js';
 import { changeRefcountOrder } from './amend-refcount.js';
 import type { Qcow2Parts } from './layer.js';
-import { amendEncryption } from './amend-encrypt.js';
+import { amendEncryption, qcow2EncryptAmendOptions } from './amend-encrypt.js';
+import { qcow2CreateOptions } from './create.js';
 import type { MetadataWriter } from './l2-update.js';
+
+/** Create options amend can change; qemu's amend `-o help` shows no defaults. */
+const AMENDABLE_CREATE_OPTIONS = ['size', 'compat', 'backing_file', 'backing_fmt', 'data_file', 'data_file_raw', 'lazy_refcounts', 'refcount_bits'];
 
 /** `-o` options qemu-img amend accepts for qcow2 (`-o help` sorts them). */
 export const qcow2AmendOptions: readonly CreateOptionSpec[] = [
-  { name: 'encrypt.state', type: 'string', help: 'Select new state of affected keyslots (active/inactive)' },
-  { name: 'encrypt.keyslot', type: 'number', help: 'Select a single keyslot to modify explicitly' },
-  { name: 'encrypt.old-secret', type: 'string', help: 'Select all keyslots that match this password' },
-  { name: 'encrypt.new-secret', type: 'string', help: 'New secret to set in the matching keyslots. Empty string to erase' },
-  { name: 'encrypt.iter-time', type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
-  { name: 'size', type: 'size', help: 'Virtual disk size' },
-  { name: 'compat', type: 'string', help: 'Compatibility level (v2 [0.10] or v3 [1.1])' },
-  { name: 'backing_file', type: 'string', help: 'File name of a base image' },
-  { name: 'backing_fmt', type: 'string', help: 'Image format of the base image' },
-  { name: 'data_file', type: 'string', help: 'File name of an external data file' },
-  { name: 'data_file_raw', type: 'bool', help: 'The external data file must stay valid as a raw image' },
-  { name: 'lazy_refcounts', type: 'bool', help: 'Postpone refcount updates' },
-  { name: 'refcount_bits', type: 'number', help: 'Width of a reference count entry in bits' },
+  ...qcow2EncryptAmendOptions,
+  ...qcow2CreateOptions.filter((o) => AMENDABLE_CREATE_OPTIONS.includes(o.name)).map(({ name, type, help }) => ({ name, type, help })),
 ];
 
 /** What the layer lends the amend: its metadata writer, resize and clean marking, under its lock. */
