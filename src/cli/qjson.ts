@@ -91,7 +91,12 @@ function pretty(v: JsonValue, indent: number, out: TextSink): void {
     });
     return out.add(`\n${end}}`);
   }
-  out.add(typeof v === 'string' ? str(v) : String(v));
+  out.add(typeof v === 'string' ? str(v) : typeof v === 'number' ? num(v) : String(v));
+}
+
+/** qemu prints 64-bit integers exactly; String() would round 8070450532247928832 to ...929000. */
+function num(n: number): string {
+  return Number.isInteger(n) && !Number.isSafeInteger(n) ? BigInt(n).toString() : String(n);
 }
 
 /** qobject_to_json_pretty: 4-space indentation; empty containers print as "{\n}" / "[\n]". */

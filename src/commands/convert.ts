@@ -12,6 +12,7 @@ import { printHelp } from '../cli/common.js';
 import { newImageArgs, openForCommand, wrapOpen, type ImageArgs } from '../cli/imageargs.js';
 import { parseImageSpec, parseOptString } from '../cli/optstr.js';
 import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
+import { parseSnapshotParam } from '../cli/snapshot-param.js';
 import { accumulateOptions, createHelpText, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { Progress } from '../cli/progress.js';
 import { createImage, loadFormatDriver, noCreate } from '../block/create.js';
@@ -40,7 +41,8 @@ interface ConvertArgs {
   outOfOrder: boolean;
   progress: boolean;
   quiet: boolean;
-  snapshot?: string;
+  /** -l, as snapshot.id / snapshot.name options. */
+  snapshot?: Record<string, string>;
   /** -t: the output's cache mode; qemu-img convert's default is unsafe (no flushes). */
   cache: CacheMode;
   bitmaps?: boolean;
@@ -107,7 +109,12 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
         if (!isValidOptionList(v)) { cli.error(`Invalid option list: ${v}`); return 1; }
         a.options = accumulateOptions(a.options, v);
         break;
-      case 'l': a.snapshot = v; break;
+      case 'l': {
+        const sp = parseSnapshotParam(v);
+        if (!sp.ok) { for (const e of sp.errors) cli.error(e); return 1; }
+        a.snapshot = sp.options;
+        break;
+      }
       case 'S': {
         const s = parseSize(v);
         if (!s.ok) {
@@ -176,19 +183,11 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
   return { a, files: r.operands };
 }
 
-/** -l snapshot_param: "snapshot.id=..,snapshot.name=.." or a bare id-or-name. */
-function snapshotOptions(param: string): Record<string, string> {
-  if (!param.includes('=')) return { 'snapshot.name': param };
-  const out: Record<string, string> = {};
-  for (const [k, v] of parseOptString(param)) out[k] = v;
-  return out;
-}
-
 async function openSources(files: string[], a: ConvertArgs): Promise<Image[]> {
   const out: Image[] = [];
   try {
     for (const f of files) {
-      const extra = a.snapshot !== undefined ? { options: snapshotOptions(a.snapshot) } : {};
+      const extra = a.snapshot !== undefined ? { options: a.snapshot } : {};
       out.push(await openForCommand(f, a.src, { readOnly: true, ...extra }));
     }
   } catch (e) {

@@ -9,7 +9,7 @@ import type { Cli } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
 import { parseOutputFormat, printHelp } from '../cli/common.js';
-import { parseOptString } from '../cli/optstr.js';
+import { parseSnapshotParam } from '../cli/snapshot-param.js';
 import { parseSize, QEMU_MAX_SIZE } from '../cli/units.js';
 import { accumulateOptions, createHelpText, isValidOptionList, parseCreateOptions, wantsHelp } from '../cli/createopts.js';
 import { qdictOrder, qjsonPretty } from '../cli/qjson.js';
@@ -42,11 +42,6 @@ function sourceBitmaps(img: Image): Pick<MeasureInput, 'sourceBitmapBytes' | 'so
   return { sourceBitmapBytes: 0, sourceBitmaps: list.map((b) => ({ name: b.name, granularity: b.granularity })) };
 }
 
-function snapshotOptions(param: string): Record<string, string> {
-  if (!param.includes('=')) return { 'snapshot.name': param };
-  return Object.fromEntries(parseOptString(param));
-}
-
 export default async function measureCommand(argv: string[], cli: Cli): Promise<number> {
   const r = getopt(argv, ':hf:O:o:l:', [
     { name: 'help', arg: 'none', key: 'h' },
@@ -64,7 +59,7 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
   const args = newImageArgs();
   let outFmt = 'raw';
   let options: string | undefined;
-  let snapshot: string | undefined;
+  let snapshot: Record<string, string> | undefined;
   let output = 'human';
   let size: bigint | undefined;
   for (const o of r.options) {
@@ -77,7 +72,12 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
         if (!isValidOptionList(v)) { cli.error(`Invalid option list: ${v}`); return 1; }
         options = accumulateOptions(options, v);
         break;
-      case 'l': snapshot = v; break;
+      case 'l': {
+        const sp = parseSnapshotParam(v);
+        if (!sp.ok) { for (const e of sp.errors) cli.error(e); return 1; }
+        snapshot = sp.options;
+        break;
+      }
       case 'output': output = v; break;
       case 'U': args.forceShare = true; break;
       case 'image-opts': args.imageOpts = true; break;
@@ -105,8 +105,15 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
     return 1;
   }
   if (args.imageOpts && args.format !== undefined) return cli.usageError(IMAGE_OPTS_AND_FORMAT);
-  if (r.operands.length > 1) return cli.usageError('Expecting one image file name');
+  if (r.operands.length > 1) {
+    cli.error('At most one filename argument is allowed.');
+    return 1;
+  }
   const filename = r.operands[0];
+  if (filename === undefined && (args.imageOpts || args.format !== undefined || snapshot !== undefined)) {
+    cli.error('--image-opts, -f, and -l require a filename argument.');
+    return 1;
+  }
   if (size !== undefined && filename !== undefined) {
     cli.error('--size N cannot be used together with a filename.');
     return 1;
@@ -125,7 +132,7 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
     const values = Object.fromEntries(parseCreateOptions(driver, options));
     let input: MeasureInput;
     if (filename !== undefined) {
-      const extra = snapshot !== undefined ? { options: snapshotOptions(snapshot) } : {};
+      const extra = snapshot !== undefined ? { options: snapshot } : {};
       img = await openForCommand(filename, args, { readOnly: true, ...extra });
       input = { size: img.size, options: values, extents: extentsOf(img), ...sourceBitmaps(img) };
     } else {
@@ -137,8 +144,9 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
       if (res.bitmaps !== undefined) o['bitmaps'] = res.bitmaps;
       cli.out(qjsonPretty(qdictOrder(o)) + '\n');
     } else {
-      cli.out(`required size: ${res.required}\nfully allocated size: ${res.fullyAllocated}\n`);
-      if (res.bitmaps !== undefined) cli.out(`bitmaps size: ${res.bitmaps}\n`);
+      // BigInt prints a double's exact integer value (8070450532247928832, not ...929000)
+      cli.out(`required size: ${BigInt(res.required)}\nfully allocated size: ${BigInt(res.fullyAllocated)}\n`);
+      if (res.bitmaps !== undefined) cli.out(`bitmaps size: ${BigInt(res.bitmaps)}\n`);
     }
     return 0;
   } catch (e) {
