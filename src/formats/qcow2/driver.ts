@@ -16,7 +16,7 @@
  * AES encryption (crypt_method 1) read and written, persistent dirty bitmaps (bitmap-store.ts,
  * bitmap-ops.ts: add/remove/clear/enable/disable/merge, guest writes recorded in enabled bitmaps,
  * stored at close as qemu does).
- * Not supported: rebuilding refcount structures from scratch (repair fixes refcounts in place).
+ * Not supported: LUKS ciphers other than AES (Node's crypto has no serpent, twofish or cast5).
  *
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
