@@ -52,9 +52,19 @@ export function vdisk(args: readonly string[], opts: { cwd?: string; env?: Recor
   return run(vdiskAsQemuImg(), args, opts);
 }
 
+/**
+ * qemu-img 7.2 times PBKDF2 with the thread's CPU clock when it makes a LUKS key slot, and fails
+ * with this message when a loaded machine gives it a zero-length measurement: a flake of the oracle
+ * (seen in CI), not a result to compare. Only this exact failure is retried.
+ */
+const QEMU_PBKDF_TIMING_FLAKE = /Unable to get accurate CPU usage/;
+const QEMU_PBKDF_RETRIES = 3;
+
 /** Run the real qemu-img with these arguments. */
 export function qemuImg(args: readonly string[], opts: { cwd?: string; env?: Record<string, string> } = {}): RunResult {
-  return run(QEMU_IMG, args, opts);
+  let r = run(QEMU_IMG, args, opts);
+  for (let i = 0; i < QEMU_PBKDF_RETRIES && r.code !== 0 && QEMU_PBKDF_TIMING_FLAKE.test(r.stderr); i++) r = run(QEMU_IMG, args, opts);
+  return r;
 }
 
 export function qemuIo(args: readonly string[], opts: { cwd?: string } = {}): RunResult {

@@ -6,11 +6,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { qemuImg, qemuIo, scratch, sha256File, vdisk } from '../../helpers/oracle.ts';
+import { qemuImg, qemuIo, scratch, sha256File, vdisk, type RunResult } from '../../helpers/oracle.ts';
 
 const SEC = ['--object', 'secret,id=sec0,data=123456'];
 const SEC1 = ['--object', 'secret,id=sec1,data=hunter1'];
 const opts = (f: string, id = 'sec0'): string[] => ['--image-opts', `driver=luks,file.filename=${f},key-secret=${id}`];
+
+/** The command succeeded; its stderr is the message when it did not (a CI failure must say why). */
+function ok(r: RunResult): void {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+}
 
 async function rawOf(tool: typeof vdisk, f: string, dir: string, name: string): Promise<string> {
   const out = join(dir, name);
@@ -40,8 +45,8 @@ for (const v of VARIANTS) {
 test('a luks volume qemu-img creates reads the same through vdisk, and info matches byte for byte', async () => {
   const dir = scratch('vdisk-luks-');
   const f = join(dir, 'q.luks');
-  assert.equal(qemuImg(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '2M']).code, 0);
-  assert.equal(qemuIo([...SEC, ...opts(f), '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0x22 1500000 3']).code, 0);
+  ok(qemuImg(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '2M']));
+  ok(qemuIo([...SEC, ...opts(f), '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0x22 1500000 3']));
   assert.equal(await rawOf(vdisk, f, dir, 'v.raw'), await rawOf(qemuImg, f, dir, 'q.raw'));
   for (const out of ['human', 'json']) {
     const want = qemuImg(['info', `--output=${out}`, f]);
@@ -55,9 +60,9 @@ test('vdisk writes to a qemu-made luks volume (convert -n) are read back by qemu
   const dir = scratch('vdisk-luks-');
   const f = join(dir, 'q.luks');
   const src = join(dir, 'src.raw');
-  assert.equal(qemuImg(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '1M']).code, 0);
-  assert.equal(qemuImg(['create', '-q', '-f', 'raw', src, '1M']).code, 0);
-  assert.equal(qemuIo(['-f', 'raw', '-c', 'write -P 0x77 4097 300000', src]).code, 0);
+  ok(qemuImg(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '1M']));
+  ok(qemuImg(['create', '-q', '-f', 'raw', src, '1M']));
+  ok(qemuIo(['-f', 'raw', '-c', 'write -P 0x77 4097 300000', src]));
   const r = vdisk(['convert', '-n', ...SEC, '-f', 'raw', src, '--target-image-opts', `driver=luks,file.filename=${f},key-secret=sec0`]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(await rawOf(qemuImg, f, dir, 'q.raw'), await sha256File(src));
@@ -66,8 +71,8 @@ test('vdisk writes to a qemu-made luks volume (convert -n) are read back by qemu
 test('resize of a luks volume keeps its data, qemu sees the new size and reads what vdisk reads', async () => {
   const dir = scratch('vdisk-luks-');
   const f = join(dir, 'r.luks');
-  assert.equal(vdisk(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '1M']).code, 0);
-  assert.equal(qemuIo([...SEC, ...opts(f), '-c', 'write -P 0x42 0 1M']).code, 0);
+  ok(vdisk(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '1M']));
+  ok(qemuIo([...SEC, ...opts(f), '-c', 'write -P 0x42 0 1M']));
   const r = vdisk(['resize', ...SEC, ...opts(f), '3M']);
   assert.equal(r.code, 0, r.stderr);
   const info = JSON.parse(qemuImg(['info', '--output=json', f]).stdout) as { 'virtual-size': number };
@@ -80,10 +85,10 @@ test('resize of a luks volume keeps its data, qemu sees the new size and reads w
 test('a key slot added by vdisk amend opens the volume in qemu, and erasing the old one locks it out', () => {
   const dir = scratch('vdisk-luks-');
   const f = join(dir, 'k.luks');
-  assert.equal(qemuImg(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '1M']).code, 0);
+  ok(qemuImg(['create', '-q', '-f', 'luks', ...SEC, '-o', 'key-secret=sec0,iter-time=10', f, '1M']));
   const add = vdisk(['amend', ...SEC, ...SEC1, ...opts(f), '-o', 'state=active,new-secret=sec1,iter-time=10,keyslot=5']);
   assert.equal(add.code, 0, add.stderr);
-  assert.equal(qemuIo([...SEC, ...SEC1, ...opts(f, 'sec1'), '-c', 'read 0 512']).code, 0);
+  ok(qemuIo([...SEC, ...SEC1, ...opts(f, 'sec1'), '-c', 'read 0 512']));
   const erase = vdisk(['amend', ...SEC, ...SEC1, ...opts(f, 'sec1'), '-o', 'state=inactive,old-secret=sec0']);
   assert.equal(erase.code, 0, erase.stderr);
   assert.match(qemuIo([...SEC, ...opts(f), '-c', 'read 0 512']).stderr, /Invalid password, cannot unlock any keyslot/);
