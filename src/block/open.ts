@@ -125,6 +125,14 @@ async function blkdebugFileProtocol(filename: string, readOnly: boolean, options
   return new BlkdebugProtocol(await FileProtocol.open(filename, { readOnly }), rules, filename);
 }
 
+/** qemu's host_device driver takes block and character devices only. */
+async function requireDevice(filename: string): Promise<void> {
+  const st = await stat(filename);
+  if (!st.isBlockDevice() && !st.isCharacterDevice()) {
+    throw new VdiskError('invalid-argument', 'NOT_A_DEVICE', `'host_device' driver requires '${filename}' to be either a character or block device`, { path: filename });
+  }
+}
+
 /** Open one layer (no backing chain linked yet). */
 export async function openLayer(name: string, opts: OpenOptions = {}): Promise<Image> {
   if (name.startsWith('json:') && jsonNames) {
@@ -139,7 +147,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
   let entry: FormatEntry | undefined;
   // protocol drivers named as the format (driver=file, driver=null-co): raw bytes, reported under that name
   let protocolName: string | undefined;
-  if (opts.format !== undefined && (opts.format === 'file' || NULL_PROTOCOLS.has(opts.format))) {
+  if (opts.format !== undefined && (opts.format === 'file' || opts.format === 'host_device' || NULL_PROTOCOLS.has(opts.format))) {
     protocolName = opts.format;
     entry = findFormat('raw');
   } else if (opts.format !== undefined) {
@@ -154,6 +162,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     : options['file.driver'] === 'blkdebug' ? await blkdebugFileProtocol(filename, readOnly, options)
       : await openProtocol(filename, readOnly, opts.cache);
   try {
+    if (protocolName === 'host_device') await requireDevice(filename);
     let probed = false;
     if (!entry) {
       const size = await proto.size();
