@@ -67,6 +67,11 @@ export interface TruncateOptions {
   prealloc: Preallocation;
   /** Shrinking was explicitly allowed (--shrink). */
   shrink: boolean;
+  /**
+   * The grown area must read as zeros although a backing file reaches into it (qemu's
+   * BDRV_REQ_ZERO_WRITE). A layer that can have a backing file must honour it.
+   */
+  zeroWrite?: boolean;
 }
 
 /** Internal snapshots (qcow2). Errors are VdiskErrors worded as qemu-img's cause text. */
