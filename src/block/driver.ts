@@ -31,6 +31,11 @@ export interface LayerStatus {
   hostFile?: string;
   /** Stored compressed (never has a hostOffset). */
   compressed?: boolean;
+  /**
+   * false: qemu does not ask the file below whether this data sits in a hole, so it stays data
+   * (qcow2 without metadata preallocation). Absent: the file is asked.
+   */
+  askHost?: boolean;
 }
 
 /** Reads a range of the backing chain below a layer; zeros where there is no backing or past its end. */

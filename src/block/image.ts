@@ -218,7 +218,7 @@ export class Image {
    * and `map` says so (zero and data both true), as qemu does when it asks the file below.
    */
   private async refineWithHost(st: LayerStatus): Promise<void> {
-    if (!st.data || st.zero || st.compressed || st.hostOffset === undefined || st.hostFile !== undefined) return;
+    if (!st.data || st.zero || st.compressed || st.askHost === false || st.hostOffset === undefined || st.hostFile !== undefined) return;
     if (this.format === 'raw' || !this.protocol.extent) return;
     const ext = await this.protocol.extent(st.hostOffset, st.length);
     // data mapped past the end of the file is not a hole to qemu: it stays data, not zero
