@@ -31,7 +31,7 @@ const QEMU_READ_ONLY_FORMATS = new Set(['bochs', 'cloop', 'dmg', 'vvfat']);
 
 export async function loadFormatDriver(format: string): Promise<FormatDriver> {
   // the file protocol named as the format (-f file): a plain file, reported under that name
-  if (format === 'file') return { ...(await (findFormat('raw') as FormatEntry).load()), name: 'file' };
+  if (format === 'file') return { ...(await (findFormat('raw') as FormatEntry).load()), name: 'file', createOptions: PROTOCOL_CREATE_OPTIONS };
   const entry = findFormat(format);
   if (!entry) {
     if (QEMU_READ_ONLY_FORMATS.has(format)) throw noCreate(format);

@@ -31,6 +31,11 @@ export interface LayerStatus {
   hostFile?: string;
   /** Stored compressed (never has a hostOffset). */
   compressed?: boolean;
+  /**
+   * false: qemu does not ask the file below whether this data sits in a hole, so it stays data
+   * (qcow2 without metadata preallocation). Absent: the file is asked.
+   */
+  askHost?: boolean;
 }
 
 /** Reads a range of the backing chain below a layer; zeros where there is no backing or past its end. */
@@ -67,6 +72,11 @@ export interface TruncateOptions {
   prealloc: Preallocation;
   /** Shrinking was explicitly allowed (--shrink). */
   shrink: boolean;
+  /**
+   * The grown area must read as zeros although a backing file reaches into it (qemu's
+   * BDRV_REQ_ZERO_WRITE). A layer that can have a backing file must honour it.
+   */
+  zeroWrite?: boolean;
 }
 
 /** Internal snapshots (qcow2). Errors are VdiskErrors worded as qemu-img's cause text. */

@@ -12,6 +12,18 @@ const QEMU_PROTOCOLS = new Set([
   'blkdebug', 'blkverify',
 ]);
 
+/**
+ * Every block driver qemu-img 7.2 lists in --help: qemu takes any of them where it looks a driver
+ * up by name (rebase -F host_device is recorded as written), formats vdisk cannot read included.
+ */
+const QEMU_DRIVER_NAMES = new Set(('blkdebug blklogwrites blkverify bochs cloop compress copy-before-write copy-on-read dmg ' +
+  'file ftp ftps gluster host_cdrom host_device http https iscsi iser luks nbd nfs null-aio null-co nvme parallels ' +
+  'preallocate qcow qcow2 qed quorum raw rbd replication snapshot-access ssh throttle vdi vhdx vmdk vpc vvfat').split(' '));
+
+export function isQemuDriverName(name: string): boolean {
+  return QEMU_DRIVER_NAMES.has(name);
+}
+
 /** The protocol prefix of a name, if it has one (qemu's path_has_protocol). */
 export function protocolPrefix(name: string): string | undefined {
   const m = /^[^:/]*:/.exec(name);

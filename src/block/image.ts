@@ -157,10 +157,10 @@ export class Image {
     this.checkRequest(0, 0, 'resize', true);
     if (!this.layer.truncate) throw unsupported(this, 'resize');
     const old = this.size;
-    await this.layer.truncate(size, { prealloc, shrink });
     // as qemu's generic truncate: a backing file long enough to show through the new area would
-    // leak its old data into it, so the new area is written as zeros
-    if (size > old && this.backing && this.backing.size > old) await this.writeZeroes(old, size - old, false);
+    // leak its old data into it, so the layer must make the new area read as zeros
+    const zeroWrite = size > old && this.backing !== null && this.backing.size > old;
+    await this.layer.truncate(size, { prealloc, shrink, ...(zeroWrite ? { zeroWrite } : {}) });
   }
 
   /** This layer's own status of the run at `offset` (length clamped to the image). */
@@ -218,7 +218,7 @@ export class Image {
    * and `map` says so (zero and data both true), as qemu does when it asks the file below.
    */
   private async refineWithHost(st: LayerStatus): Promise<void> {
-    if (!st.data || st.zero || st.compressed || st.hostOffset === undefined || st.hostFile !== undefined) return;
+    if (!st.data || st.zero || st.compressed || st.askHost === false || st.hostOffset === undefined || st.hostFile !== undefined) return;
     if (this.format === 'raw' || !this.protocol.extent) return;
     const ext = await this.protocol.extent(st.hostOffset, st.length);
     // data mapped past the end of the file is not a hole to qemu: it stays data, not zero

@@ -125,6 +125,14 @@ async function blkdebugFileProtocol(filename: string, readOnly: boolean, options
   return new BlkdebugProtocol(await FileProtocol.open(filename, { readOnly }), rules, filename);
 }
 
+/** qemu's host_device driver takes block and character devices only. */
+async function requireDevice(filename: string): Promise<void> {
+  const st = await stat(filename);
+  if (!st.isBlockDevice() && !st.isCharacterDevice()) {
+    throw new VdiskError('invalid-argument', 'NOT_A_DEVICE', `'host_device' driver requires '${filename}' to be either a character or block device`, { path: filename });
+  }
+}
+
 /** Open one layer (no backing chain linked yet). */
 export async function openLayer(name: string, opts: OpenOptions = {}): Promise<Image> {
   if (name.startsWith('json:') && jsonNames) {
@@ -139,7 +147,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
   let entry: FormatEntry | undefined;
   // protocol drivers named as the format (driver=file, driver=null-co): raw bytes, reported under that name
   let protocolName: string | undefined;
-  if (opts.format !== undefined && (opts.format === 'file' || NULL_PROTOCOLS.has(opts.format))) {
+  if (opts.format !== undefined && (opts.format === 'file' || opts.format === 'host_device' || NULL_PROTOCOLS.has(opts.format))) {
     protocolName = opts.format;
     entry = findFormat('raw');
   } else if (opts.format !== undefined) {
@@ -154,6 +162,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     : options['file.driver'] === 'blkdebug' ? await blkdebugFileProtocol(filename, readOnly, options)
       : await openProtocol(filename, readOnly, opts.cache);
   try {
+    if (protocolName === 'host_device') await requireDevice(filename);
     let probed = false;
     if (!entry) {
       const size = await proto.size();
@@ -206,10 +215,39 @@ async function fileIdentity(filename: string): Promise<string> {
   }
 }
 
+/** Options for one image split from those its backing file gets (`backing.*`, prefix removed), as qemu hands them down. */
+function splitBackingOptions(options: Record<string, string> | undefined): { own: Record<string, string>; backing: Record<string, string> } {
+  const own: Record<string, string> = {};
+  const backing: Record<string, string> = {};
+  for (const [k, v] of Object.entries(options ?? {})) {
+    if (k.startsWith('backing.')) backing[k.slice(8)] = v;
+    else own[k] = v;
+  }
+  return { own, backing };
+}
+
+/** What `backing.*` options say about opening one backing file: its file, driver and own options. */
+function backingOpenSpec(child: Record<string, string>): { file?: string; format?: string; options: Record<string, string> } {
+  const options: Record<string, string> = {};
+  for (const [k, v] of Object.entries(child)) {
+    if (k !== 'driver' && k !== 'file' && k !== 'file.filename' && !(k === 'file.driver' && v === 'file')) options[k] = v;
+  }
+  const file = child['file.filename'] ?? child['file'];
+  return { ...(file !== undefined ? { file } : {}), ...(child['driver'] !== undefined ? { format: child['driver'] } : {}), options };
+}
+
 /** Open an image and its whole backing chain (read-only below the top). */
 export async function openImage(filename: string, opts: OpenOptions = {}): Promise<Image> {
-  const top = await openLayer(filename, opts);
+  if (filename.startsWith('json:') && jsonNames) {
+    // read here rather than in openLayer, so its backing.* options reach the backing file
+    const spec = jsonNames(filename);
+    const format = opts.format ?? spec.format;
+    return openImage(spec.filename, { ...opts, options: { ...spec.options, ...(opts.options ?? {}) }, ...(format !== undefined ? { format } : {}) });
+  }
+  const split = splitBackingOptions(opts.options);
+  const top = await openLayer(filename, opts.options ? { ...opts, options: split.own } : opts);
   if (opts.noBacking) return top;
+  let childOptions = split.backing;
   try {
     const seen = new Set<string>([await fileIdentity(filename)]);
     let cur = top;
@@ -227,11 +265,14 @@ export async function openImage(filename: string, opts: OpenOptions = {}): Promi
       }
       seen.add(id);
       let below: Image;
+      const child = splitBackingOptions(childOptions);
+      const given = backingOpenSpec(child.own);
+      childOptions = child.backing;
       try {
-        const fmt = forcedFormat ?? named.format;
-        below = await openLayer(path, {
+        const fmt = forcedFormat ?? given.format ?? named.format;
+        below = await openLayer(given.file ?? path, {
           readOnly: !opts.backingWritable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets,
-          ...(opts.cache !== undefined ? { cache: opts.cache } : {}),
+          ...(opts.cache !== undefined ? { cache: opts.cache } : {}), options: given.options,
         });
       } catch (e) {
         const err = e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${path}'`, { path });

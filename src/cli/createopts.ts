@@ -5,15 +5,16 @@
  */
 import { VdiskError } from '../block/errors.js';
 import type { CreateOptionSpec, FormatDriver } from '../block/driver.js';
-import { PROTOCOL_CREATE_OPTIONS, PROTOCOL_CREATE_SUMMARY } from '../block/create.js';
-import { parseOptString, splitOptString } from './optstr.js';
+import { noCreate, PROTOCOL_CREATE_OPTIONS, PROTOCOL_CREATE_SUMMARY } from '../block/create.js';
+import { optListWantsHelp, parseOptString } from './optstr.js';
+import { protocolPrefix } from '../block/filenames.js';
 import { strtosz } from './units.js';
 
-/** qemu's check on one -o argument: no empty list, no dangling single comma at the end. */
+/** qemu's check on one -o argument: not empty, no leading comma, an even run of commas at the end. */
 export function isValidOptionList(list: string): boolean {
   if (list.length === 0 || list.startsWith(',')) return false;
-  const items = splitOptString(list);
-  return items.every((it) => it.length > 0);
+  const trailing = list.length - list.replace(/,+$/, '').length;
+  return trailing % 2 === 0;
 }
 
 /** Repeated -o arguments are joined with commas, as qemu-img does. */
@@ -23,8 +24,7 @@ export function accumulateOptions(prev: string | undefined, next: string): strin
 
 /** `-o help` or `-o ?` anywhere in the list asks for the option list. */
 export function wantsHelp(list: string | undefined): boolean {
-  if (list === undefined) return false;
-  return splitOptString(list).some((it) => it === 'help' || it === '?');
+  return list !== undefined && optListWantsHelp(list);
 }
 
 function typeLabel(t: CreateOptionSpec['type']): string {
@@ -43,18 +43,78 @@ export function optionHelpLines(specs: readonly CreateOptionSpec[]): string {
     .join('');
 }
 
+const SIZE_SPEC: CreateOptionSpec = { name: 'size', type: 'size', help: 'Virtual disk size' };
+const SIMPLE_CREATE: readonly CreateOptionSpec[] = [
+  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off)' }, SIZE_SPEC,
+];
+const GLUSTER_CREATE: readonly CreateOptionSpec[] = [
+  { name: 'debug', type: 'number', help: 'Gluster log level, valid range is 0-9' },
+  { name: 'logfile', type: 'string', help: 'Logfile path of libgfapi' },
+  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, falloc, full)' }, SIZE_SPEC,
+];
+const RBD_CREATE: readonly CreateOptionSpec[] = [
+  { name: 'cluster_size', type: 'size', help: 'RBD object size' },
+  { name: 'encrypt.cipher-alg', type: 'string', help: 'Name of encryption cipher algorithm (allowed values: aes-128, aes-256)' },
+  { name: 'encrypt.format', type: 'string', help: "Encrypt the image, format choices: 'luks', 'luks2'" },
+  { name: 'encrypt.key-secret', type: 'string', help: 'ID of secret providing LUKS passphrase' },
+  { name: 'password-secret', type: 'string', help: 'ID of secret providing the password' }, SIZE_SPEC,
+];
+
+/**
+ * The protocol drivers of qemu 7.2 other than file, by filename prefix: their driver name and the
+ * create options `-o help` merges in (null: the driver cannot create images). Only `-o help` needs
+ * this; vdisk itself creates on files only.
+ */
+const PROTOCOL_HELP: Record<string, { driver: string; opts: readonly CreateOptionSpec[] | null }> = {
+  host_device: { driver: 'host_device', opts: SIMPLE_CREATE },
+  host_cdrom: { driver: 'host_cdrom', opts: SIMPLE_CREATE },
+  nbd: { driver: 'nbd', opts: SIMPLE_CREATE },
+  'nbd+tcp': { driver: 'nbd', opts: SIMPLE_CREATE },
+  'nbd+unix': { driver: 'nbd', opts: SIMPLE_CREATE },
+  iscsi: { driver: 'iscsi', opts: SIMPLE_CREATE },
+  iser: { driver: 'iser', opts: SIMPLE_CREATE },
+  ssh: { driver: 'ssh', opts: [SIZE_SPEC] },
+  nfs: { driver: 'nfs', opts: [SIZE_SPEC] },
+  gluster: { driver: 'gluster', opts: GLUSTER_CREATE },
+  'gluster+tcp': { driver: 'gluster', opts: GLUSTER_CREATE },
+  'gluster+unix': { driver: 'gluster', opts: GLUSTER_CREATE },
+  'gluster+rdma': { driver: 'gluster', opts: GLUSTER_CREATE },
+  rbd: { driver: 'rbd', opts: RBD_CREATE },
+  http: { driver: 'http', opts: null },
+  https: { driver: 'https', opts: null },
+  ftp: { driver: 'ftp', opts: null },
+  ftps: { driver: 'ftps', opts: null },
+  fat: { driver: 'vvfat', opts: null },
+  'null-co': { driver: 'null-co', opts: null },
+  'null-aio': { driver: 'null-aio', opts: null },
+  blkdebug: { driver: 'blkdebug', opts: null },
+  blkverify: { driver: 'blkverify', opts: null },
+};
+
+/** The create options of the protocol a target filename names, worded as qemu's refusals. */
+function protocolCreateOptions(filename: string): readonly CreateOptionSpec[] {
+  const prefix = protocolPrefix(filename);
+  if (prefix === undefined || prefix === 'file') return PROTOCOL_CREATE_OPTIONS;
+  const p = PROTOCOL_HELP[prefix];
+  // json: is read when an image is opened, not a protocol qemu can look up by prefix
+  if (!p) throw new VdiskError('invalid-argument', 'UNKNOWN_PROTOCOL', `Unknown protocol '${prefix}'`);
+  if (!p.opts) throw new VdiskError('unsupported', 'CREATE_UNSUPPORTED', `Protocol driver '${p.driver}' does not support image creation`);
+  return p.opts;
+}
+
 /**
  * The `-o help` text: without a filename, the format's own options and the note about the protocol
- * level; with one, the merged list of format and protocol options.
+ * level; with one, the merged list of format and protocol options (the format's entry wins).
  */
-export function createHelpText(driver: FormatDriver, withProtocol: boolean): string {
+export function createHelpText(driver: FormatDriver, filename: string | undefined): string {
+  if (!driver.create) throw noCreate(driver.name);
   const own = driver.createOptions ?? [];
-  if (!withProtocol) {
+  if (filename === undefined) {
     return `Supported ${driver.name} options:\n${optionHelpLines(own)}\n` +
       'The protocol level may support further options.\nSpecify the target filename to include those options.\n';
   }
   const merged = new Map<string, CreateOptionSpec>();
-  for (const s of [...own, ...PROTOCOL_CREATE_OPTIONS]) if (!merged.has(s.name)) merged.set(s.name, s);
+  for (const s of [...own, ...protocolCreateOptions(filename)]) if (!merged.has(s.name)) merged.set(s.name, s);
   return `Supported options:\n${optionHelpLines([...merged.values()])}`;
 }
 

@@ -32,21 +32,56 @@ export function splitOptString(s: string): string[] {
   return items;
 }
 
+/**
+ * qemu's reading of an option list: a name runs to the first '=' or ',' (no escapes in names), a
+ * value to the first single ',' (`,,` is a comma in it); an item without '=' is a flag (`key=on`,
+ * `nokey` is `key=off`), or the value of `impliedKey` when it comes first.
+ */
 export function parseOptString(s: string, impliedKey?: string): OptPairs {
-  const out: OptPairs = [];
-  const items = splitOptString(s);
-  items.forEach((item, idx) => {
-    if (item === '' && idx === items.length - 1 && idx > 0) return; // trailing comma
-    const eq = item.indexOf('=');
-    if (eq < 0) {
-      if (idx === 0 && impliedKey) out.push([impliedKey, item]);
-      else if (item.startsWith('no')) out.push([item.slice(2), 'off']);
-      else out.push([item, 'on']);
-    } else {
-      out.push([item.slice(0, eq), item.slice(eq + 1)]);
+  return readOptItems(s, impliedKey).map((it) => [it.name, it.value]);
+}
+
+interface OptItem { name: string; value: string; flag: boolean }
+
+function readValue(s: string, p: number): { value: string; next: number } {
+  let value = '';
+  for (; p < s.length; p++) {
+    if (s[p] === ',') {
+      if (s[p + 1] !== ',') break;
+      p++;
     }
-  });
+    value += s[p];
+  }
+  return { value, next: p };
+}
+
+function readOptItems(s: string, impliedKey?: string): OptItem[] {
+  const out: OptItem[] = [];
+  for (let p = 0; p < s.length;) {
+    let len = 0;
+    while (p + len < s.length && s[p + len] !== '=' && s[p + len] !== ',') len++;
+    const name = s.slice(p, p + len);
+    let next: number;
+    if (s[p + len] === '=') {
+      const v = readValue(s, p + len + 1);
+      out.push({ name, value: v.value, flag: false });
+      next = v.next;
+    } else if (p === 0 && impliedKey) {
+      const v = readValue(s, p);
+      out.push({ name: impliedKey, value: v.value, flag: false });
+      next = v.next;
+    } else {
+      out.push(name.startsWith('no') ? { name: name.slice(2), value: 'off', flag: true } : { name, value: 'on', flag: true });
+      next = p + len;
+    }
+    p = next < s.length ? next + 1 : next; // past the separating comma
+  }
   return out;
+}
+
+/** `help` or `?` given as a flag item (qemu's help_wanted; `help=x` and `nohelp` are not). */
+export function optListWantsHelp(s: string): boolean {
+  return readOptItems(s).some((it) => it.flag && it.value === 'on' && (it.name === 'help' || it.name === '?'));
 }
 
 /** Flatten a json: object to qemu's dotted keys ({"file":{"filename":"x"}} -> file.filename=x). */

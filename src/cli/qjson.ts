@@ -105,3 +105,10 @@ export function qjsonPretty(v: JsonValue, indent = 0): string {
   pretty(v, indent, out);
   return out.text();
 }
+
+/** qobject_to_json: one line, `"key": value` pairs separated by ", " (qemu's json: filenames). */
+export function qjsonCompact(v: JsonValue): string {
+  if (Array.isArray(v)) return `[${v.map(qjsonCompact).join(', ')}]`;
+  if (v !== null && typeof v === 'object') return `{${Object.keys(v).map((k) => `${str(k)}: ${qjsonCompact(v[k]!)}`).join(', ')}}`;
+  return typeof v === 'string' ? str(v) : typeof v === 'number' ? num(v) : String(v);
+}

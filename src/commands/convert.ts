@@ -177,6 +177,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
   }
   if (a.quiet) a.progress = false;
   // qemu-img checks these after the whole command line, before anything is opened
+  if (a.skipBrokenBitmaps && !a.bitmaps) { cli.error('Use of --skip-broken-bitmaps requires --bitmaps'); return 1; }
   if (a.copyOffload && a.compress) { cli.error('Cannot enable copy offloading when -c is used'); return 1; }
   if (a.copyOffload && a.sparseGiven) { cli.error('Cannot enable copy offloading when -S is used'); return 1; }
   if (a.copyOffload && a.salvage) { cli.error('Cannot use copy offloading in salvaging mode'); return 1; }
@@ -242,6 +243,9 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
   try {
     if (a.bitmaps) checkSourceBitmaps(sources[0]!, a.skipBrokenBitmaps === true);
     ({ driver, values } = await checkTarget(a, sources.length, outName, outFmt));
+    if (a.bitmaps && sources.length > 1) {
+      throw new VdiskError('invalid-argument', 'BITMAPS_CONCAT', 'Copying bitmaps only possible with single source');
+    }
   } catch (e) {
     for (const s of sources) await s.close();
     throw e;
@@ -322,25 +326,9 @@ export default async function convertCommand(argv: string[], cli: Cli): Promise<
   const parsed = parseArgs(argv, cli);
   if (typeof parsed === 'number') return parsed;
   const { a, files } = parsed;
-  if (wantsHelp(a.options)) {
-    try {
-      const driver = await loadFormatDriver(a.outFmt ?? 'raw');
-      cli.out(createHelpText(driver, false));
-      return 0;
-    } catch (e) {
-      return cli.fail(e);
-    }
-  }
-  if (files.length < 2) {
-    cli.error('Must specify image file name');
-    return 1;
-  }
-  if (a.skipBrokenBitmaps && !a.bitmaps) {
-    cli.error('Use of --skip-broken-bitmaps requires --bitmaps');
-    return 1;
-  }
-  if (a.bitmaps && files.length > 2) {
-    cli.error('Copying bitmaps only possible with single source');
+  // qemu-img's order: these command-line checks, then -o help, then the file count
+  if (a.targetImageOpts && !a.noCreate) {
+    cli.error('--target-image-opts requires use of -n flag');
     return 1;
   }
   if (a.targetIsZero && !a.noCreate) {
@@ -351,8 +339,17 @@ export default async function convertCommand(argv: string[], cli: Cli): Promise<
     cli.error('-o has no effect when skipping image creation');
     return 1;
   }
-  if (a.targetImageOpts && !a.noCreate) {
-    cli.error('--target-image-opts requires use of -n flag');
+  if (wantsHelp(a.options)) {
+    try {
+      // the target's protocol options are listed when a source and a target are named
+      cli.out(createHelpText(await loadFormatDriver(a.outFmt ?? 'raw'), files.length >= 2 ? files[files.length - 1] : undefined));
+      return 0;
+    } catch (e) {
+      return cli.fail(e);
+    }
+  }
+  if (files.length < 2) {
+    cli.error('Must specify image file name');
     return 1;
   }
   if (a.src.imageOpts && a.src.format !== undefined) {

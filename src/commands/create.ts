@@ -131,14 +131,12 @@ export default async function createCommand(argv: string[], cli: Cli): Promise<n
   }
   const filename = r.operands[0];
   if (wantsHelp(a.options)) {
-    let driver: FormatDriver;
     try {
-      driver = await loadFormatDriver(a.fmt);
+      cli.out(createHelpText(await loadFormatDriver(a.fmt), filename));
+      return 0;
     } catch (e) {
       return cli.fail(e);
     }
-    cli.out(createHelpText(driver, filename !== undefined));
-    return 0;
   }
   if (filename === undefined) return cli.usageError('Expecting image file name');
   let size: bigint | undefined;

@@ -5,13 +5,42 @@ import type { Cli } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
 import { imageInfo, printInfoHuman, infoJson } from '../cli/infoprint.js';
-import { qjsonPretty } from '../cli/qjson.js';
+import { qdictOrder, qjsonCompact, qjsonPretty } from '../cli/qjson.js';
+import { parseImageSpec } from '../cli/optstr.js';
 import { resolveBackingName } from '../block/open.js';
 import { VdiskError } from '../block/errors.js';
 import type { JsonValue } from '../block/driver.js';
 import { stat } from 'node:fs/promises';
 import { MAX_BACKING_CHAIN_DEPTH } from '../block/limits.js';
 import { parseOutputFormat, printHelp } from '../cli/common.js';
+
+/**
+ * Options that change what an image reads as (qemu's strong runtime options, here the key
+ * secrets): an image opened with one cannot be named by its file alone.
+ */
+const STRONG_OPTIONS: Record<string, readonly string[]> = { qcow2: ['encrypt.key-secret'], luks: ['key-secret'] };
+
+/**
+ * The name qemu prints for an image opened from options: its file name, or when a strong option
+ * was given, the json: name qemu builds from the driver, those options and the file.
+ */
+function openedName(arg: string, imageOpts: boolean, format: string, plain: string): string {
+  if (!imageOpts && !arg.startsWith('json:')) return plain;
+  let spec;
+  try {
+    spec = parseImageSpec(arg, imageOpts);
+  } catch {
+    return plain;
+  }
+  const strong = (STRONG_OPTIONS[format] ?? []).filter((k) => spec.options[k] !== undefined);
+  // other children or file options would need their own json: parts; qemu's full rules are not modelled
+  const other = Object.keys(spec.options).filter((k) => !strong.includes(k) && !(k === 'file.driver' && spec.options[k] === 'file'));
+  if (strong.length === 0 || other.length > 0) return plain;
+  const top: Record<string, JsonValue> = { driver: format };
+  for (const k of strong) top[k] = spec.options[k]!;
+  top['file'] = qdictOrder({ driver: 'file', filename: spec.filename });
+  return `json:${qjsonCompact(qdictOrder(top))}`;
+}
 
 export default async function info(argv: string[], cli: Cli): Promise<number> {
   const r = getopt(argv, ':f:hU', [
@@ -89,6 +118,7 @@ export default async function info(argv: string[], cli: Cli): Promise<number> {
       return cli.fail(e instanceof VdiskError ? e : e);
     }
     await img.close();
+    if (depth === 0) data.filename = openedName(name, imageOpts, data.format, data.filename);
     if (fmt === 'json') infos.push(infoJson(data));
     else human.push(printInfoHuman(data));
     if (!chain || data.backingFilename === undefined) break;

@@ -126,7 +126,7 @@ export default async function measureCommand(argv: string[], cli: Cli): Promise<
   try {
     const driver = await loadFormatDriver(outFmt);
     if (wantsHelp(options)) {
-      cli.out(createHelpText(driver, false));
+      cli.out(createHelpText(driver, undefined));
       return 0;
     }
     const values = Object.fromEntries(parseCreateOptions(driver, options));

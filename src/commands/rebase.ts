@@ -15,6 +15,7 @@ import { findFormat } from '../formats/index.js';
 import { openImage, resolveBackingName } from '../block/open.js';
 import type { Image } from '../block/image.js';
 import { VdiskError } from '../block/errors.js';
+import { isQemuDriverName } from '../block/filenames.js';
 
 /** Bytes examined per step: bounds memory whatever the image size. */
 const REBASE_CHUNK = 1 << 20;
@@ -96,16 +97,18 @@ export default async function rebaseCommand(argv: string[], cli: Cli): Promise<n
     return 1;
   }
   const target = newName !== undefined && newName !== '' ? newName : null;
-  if (newFmt !== undefined && !findFormat(newFmt)) {
-    cli.error(`Invalid format name: '${newFmt}'`);
-    return 1;
-  }
   const name = r.operands[0]!;
   let top: Image;
   try {
     top = await openForCommand(name, args, { readOnly: false, noBacking: unsafe });
   } catch (e) {
     return cli.fail(e);
+  }
+  // qemu opens the image before it looks the new backing format up
+  if (newFmt !== undefined && !findFormat(newFmt) && !isQemuDriverName(newFmt)) {
+    await top.close();
+    cli.error(`Invalid format name: '${newFmt}'`);
+    return 1;
   }
   let next: Image | null = null;
   try {

@@ -16,6 +16,7 @@ import { bitmapInfo } from './bitmap.js';
 import type { Loaded } from './load.js';
 import type { Qcow2Crypto } from './crypto.js';
 import { changeBacking } from './backing-change.js';
+import { Refcounts, getRefcountEntry } from './refcount.js';
 
 export interface Qcow2Parts {
   path: string;
@@ -138,11 +139,44 @@ export class Qcow2Reader {
         return { length: m.length, allocated: true, zero: true, data: false };
       case 'zero-alloc':
         return { length: m.length, allocated: true, zero: true, data: false, ...(plain ? this.host(m.hostOffset!) : {}) };
-      case 'normal':
-        return { length: m.length, allocated: true, zero: false, data: true, ...(plain ? this.host(m.hostOffset!) : {}) };
+      case 'normal': {
+        const st: LayerStatus = { length: m.length, allocated: true, zero: false, data: true, ...(plain ? this.host(m.hostOffset!) : {}) };
+        if (!(await this.looksPreallocated())) st.askHost = false;
+        return st;
+      }
       case 'compressed':
         return { length: m.length, allocated: true, zero: false, data: true, compressed: true };
     }
+  }
+
+  private preallocated: Promise<boolean> | undefined;
+
+  /**
+   * qemu asks the file below whether data clusters sit in holes only when the image looks
+   * preallocated with metadata (qcow2_detect_metadata_preallocation): more clusters in use than
+   * the file really holds, by a ninth and at least two. Computed once, on the first query.
+   */
+  private looksPreallocated(): Promise<boolean> {
+    this.preallocated ??= (async () => {
+      const h = this.p.loaded.header;
+      const cs = this.p.loaded.clusterSize;
+      const real = await this.p.proto.allocatedSize();
+      if (real === undefined) return false;
+      const realClusters = Math.floor(real / cs);
+      const threshold = Math.max(Math.floor(realClusters * 10 / 9), realClusters + 2);
+      const end = Math.ceil((await this.p.proto.size()) / cs);
+      const rc = await Refcounts.load(this.p.proto, h.clusterBits, h.refcountOrder, this.p.loaded.refcountTableOffset, h.refcountTableClusters, this.p.path);
+      const per = 2 ** rc.blockBits;
+      let used = 0;
+      for (let ti = 0; ti * per < end && used < threshold; ti++) {
+        const off = rc.blockOffset(ti);
+        if (off === 0) continue;
+        const block = await rc.blocks.get(off);
+        for (let i = 0; i < per && ti * per + i < end && used < threshold; i++) if (getRefcountEntry(block, i, h.refcountOrder) !== 0) used++;
+      }
+      return used >= threshold;
+    })().catch(() => false);
+    return this.preallocated;
   }
 
   private host(off: number): { hostOffset: number; hostFile?: string } {

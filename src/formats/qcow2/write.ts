@@ -402,7 +402,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   private compressed: CompressedWriter | undefined;
 
   writeZeroes(offset: number, length: number, mayUnmap: boolean): Promise<void> {
-    return this.serial(async () => {
+    return this.serial(() => this.zeroRange(offset, length, mayUnmap));
+  }
+
+  private async zeroRange(offset: number, length: number, mayUnmap: boolean): Promise<void> {
+    {
       const meta = await this.guestWriter(offset, length);
       const g = this.p.map.geo;
       const unit = g.extL2 ? g.subclusterSize : g.clusterSize;
@@ -412,7 +416,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       for (let pos = offset; pos < end;) {
         const next = Math.min(end, (Math.floor(pos / g.clusterSize) + 1) * g.clusterSize);
         const a = Math.ceil(pos / unit) * unit;
-        const b = Math.floor(next / unit) * unit;
+        // a run ending at the end of the image takes its last, partial unit whole, as in qemu
+        const b = (next === this.p.loaded.size ? Math.ceil : Math.floor)(next / unit) * unit;
         if (!flags || a >= b) await this.zeroBytes(meta, pos, next - pos);
         else {
           if (a > pos) await this.zeroBytes(meta, pos, a - pos);
@@ -423,7 +428,25 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       }
       this.invalidateCompressed();
       if (meta.mustFlush) await meta.flush();
-    });
+    }
+  }
+
+  /**
+   * The grown area must read as zeros over a longer backing file (qemu's BDRV_REQ_ZERO_WRITE):
+   * zero flags from the first aligned unit, explicit zeros written for the unaligned head, as
+   * qcow2_co_truncate does; falloc/full preallocation has already written the area.
+   */
+  private async zeroGrownArea(old: number, size: number, prealloc: TruncateOptions['prealloc']): Promise<void> {
+    if (size <= old || prealloc === 'falloc' || prealloc === 'full') return;
+    const g = this.p.map.geo;
+    const unit = g.extL2 ? g.subclusterSize : g.clusterSize;
+    const start = Math.ceil(old / unit) * unit;
+    if (size > start) await this.zeroRange(start, size - start, false);
+    if (start > old) {
+      const meta = await this.guestWriter(old, Math.min(start, size) - old);
+      await this.writeData(meta, new Uint8Array(Math.min(start, size) - old), old);
+      if (meta.mustFlush) await meta.flush();
+    }
   }
 
   /**
@@ -594,7 +617,9 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
         if (opts.prealloc !== 'off') throw fail('QCOW2_SHRINK_PREALLOC', "Preallocation can't be used for shrinking an image");
         await shrinkImage(ctx, size);
       } else {
+        const old = this.size;
         await growImage(ctx, size, opts.prealloc);
+        if (opts.zeroWrite) await this.zeroGrownArea(old, size, opts.prealloc);
       }
       this.bitmapState.resized();
       this.invalidateCompressed();

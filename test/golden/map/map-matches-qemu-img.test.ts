@@ -13,7 +13,9 @@ qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=1M,preallocation=met
 qemuIo(['-f', 'qcow2', '-c', 'discard 0 10M', '-c', 'write 90M 10M', '-c', 'write 0 10M', join(dir, 'pre.qcow2')]);
 
 const cases: string[][] = [
+  ['pre.qcow2'],
   ['--output=json', 'pre.qcow2'],
+  ['--start-offset=20M', 'pre.qcow2'],
   ['-f', 'raw', 'sp.raw'],
   ['--output=json', '-f', 'raw', 'sp.raw'],
   ['--output', 'json', 'sp.raw'],
@@ -56,3 +58,17 @@ test('map --output=json equals qemu-img on every readable qcow2 and raw fixture'
   }
 });
 
+test('human map equals qemu-img on every readable qcow2 and raw fixture', () => {
+  const root = fixturesDir();
+  const entries = manifest().filter((e) => (e.group === 'made' || e.group === 'real') && e.role !== 'component'
+    && (e.format === 'qcow2' || e.format === 'raw') && !e.secret && (e.virtual_size ?? 0) <= (1 << 30));
+  for (const e of entries) {
+    const cwd = join(root, dirname(e.path));
+    const argv = ['map', '-f', e.format, basename(e.path)];
+    const want = qemuImg(argv, { cwd });
+    const got = vdisk(argv, { cwd });
+    assert.equal(got.stdout, want.stdout, e.path);
+    assert.equal(got.stderr, want.stderr, e.path);
+    assert.equal(got.code, want.code, e.path);
+  }
+});

@@ -1,10 +1,32 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseOptString, parseImageSpec, splitOptString, Secrets, flattenJson } from '../../../dist/cli/optstr.js';
+import { optListWantsHelp, parseOptString, parseImageSpec, splitOptString, Secrets, flattenJson } from '../../../dist/cli/optstr.js';
+import { isValidOptionList } from '../../../dist/cli/createopts.js';
 
 test('double commas stand for a literal comma inside a value', () => {
   assert.deepEqual(splitOptString('a=1,,2,b=3'), ['a=1,2', 'b=3']);
   assert.deepEqual(parseOptString('backing_file=x,,y.img,cluster_size=4k'), [['backing_file', 'x,y.img'], ['cluster_size', '4k']]);
+});
+
+test('a name ends at the first = or comma: double commas escape values only, as QemuOpts reads them', () => {
+  assert.deepEqual(parseOptString('help,,'), [['help', 'on'], ['', 'on']]);
+  assert.deepEqual(parseOptString('a,,help'), [['a', 'on'], ['', 'on'], ['help', 'on']]);
+  assert.deepEqual(parseOptString('nohelp,x=1,'), [['help', 'off'], ['x', '1']]);
+  assert.deepEqual(parseOptString('secret,,x,id=s0', 'qom-type'), [['qom-type', 'secret,x'], ['id', 's0']]);
+});
+
+test('help is wanted only as a flag item', () => {
+  assert.equal(optListWantsHelp('size=1,help'), true);
+  assert.equal(optListWantsHelp('?,size=1'), true);
+  assert.equal(optListWantsHelp('help,,'), true);
+  assert.equal(optListWantsHelp('help=x'), false);
+  assert.equal(optListWantsHelp('nohelp'), false);
+  assert.equal(optListWantsHelp('backing_file=x,,help'), false);
+});
+
+test('an option list is refused when empty, led by a comma or ended by an odd run of commas', () => {
+  for (const ok of ['a=1', 'a=1,,', 'a=1,,,,', 'help,,', 'a,,b']) assert.equal(isValidOptionList(ok), true, ok);
+  for (const bad of ['', ',a', ',,', 'a=1,', 'a=1,,,']) assert.equal(isValidOptionList(bad), false, bad);
 });
 
 test('a bare first item takes the implied key; later bare items mean on', () => {
