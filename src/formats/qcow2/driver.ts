@@ -30,8 +30,8 @@ import { VdiskError } from '../../block/errors.js';
 import type { CreateContext, FormatDriver, FormatLayer, OpenContext } from '../../block/driver.js';
 import { dirname, isAbsolute, join } from 'node:path';
 import { FileProtocol } from '../../protocols/file.js';
-import { measureQcow2 } from './measure.js';
-import { createQcow2, qcow2CreateOptions, qcow2CreateSummary, type Qcow2CreateParams } from './create.js';
+import { qcow2AmendOptions, qcow2CreateOptions, qcow2CreateSummary } from './options.js';
+import type { Qcow2CreateParams } from './create.js';
 import type { Protocol } from '../../protocols/types.js';
 import { INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from './header.js';
 import { loadImage } from './load.js';
@@ -40,7 +40,11 @@ import { TableCache } from './l2-cache.js';
 import { L2_CACHE_BYTES } from './limits.js';
 import type { Qcow2Parts } from './layer.js';
 import { Qcow2Layer } from './write.js';
-import { qcow2AmendOptions } from './amend.js';
+
+// create and measure (and the LUKS code create needs) load on first use: commands that read
+// images never need them, and every module loaded is start-up time
+const createQcow2: typeof import('./create.js').createQcow2 = async (...a) => (await import('./create.js')).createQcow2(...a);
+const measureQcow2: typeof import('./measure.js').measureQcow2 = async (...a) => (await import('./measure.js')).measureQcow2(...a);
 
 async function openDataFile(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
   const name = p.loaded.dataFileName;
