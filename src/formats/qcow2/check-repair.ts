@@ -13,6 +13,7 @@ import { CheckAbort, hex64, type CheckCtx, type Fix } from './check-context.js';
 import { refcountAt, StoredRefError, StoredRefs } from './check-stored.js';
 import { OL_ACTIVE_L2, overlapOk } from './check-overlap.js';
 import { isZeroTable } from './check-count.js';
+import { L2TableReader } from './check-tables.js';
 
 const TWO32 = 0x100000000;
 
@@ -189,7 +190,8 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
   const map = c.p.map;
   const g = map.geo;
   const l1 = map.l1View;
-  const table = new Uint8Array(g.clusterSize);
+  const single = new Uint8Array(g.clusterSize);
+  const tables = new L2TableReader(c.p.proto, g.clusterSize, l1, map.l1Entries, c.fileLen);
   for (let i = 0; i < map.l1Entries; i++) {
     const hi = l1.getUint32(i * 8);
     const lo = l1.getUint32(i * 8 + 4);
@@ -211,7 +213,11 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
     }
     // past the end of the file the table reads as zeros: no entry to check
     if (!(safe && l2 < c.fileLen)) continue;
-    await c.p.proto.pread(table, l2);
+    let table = await tables.table(i, l2);
+    if (!table) {
+      table = single;
+      await c.p.proto.pread(table, l2);
+    }
     if (isZeroTable(table)) continue;
     const dirty = await copiedInL2(c, table, repair);
     if (dirty === 0) continue;
@@ -231,7 +237,7 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
 /** Check (and with `repair`, fix in `table`) the copied flags of one L2 table; returns how many were fixed. */
 async function copiedInL2(c: CheckCtx, table: Uint8Array, repair: boolean): Promise<number> {
   const g = c.p.map.geo;
-  const dv = new DataView(table.buffer);
+  const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
   let dirty = 0;
   for (let j = 0; j < 2 ** g.l2Bits; j++) {
     const at = j * g.entryBytes;
