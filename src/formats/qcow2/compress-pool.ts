@@ -62,6 +62,7 @@ function settle(slot: Slot, r: CompressResult): void {
   inFlight.delete(r.id);
   if (--slot.busy === 0) slot.worker.unref();
   if (r.data.byteLength === BATCH_BYTES && spare.length < SPARE_BATCHES) spare.push(r.data);
+  if (slots) dispatch(slots);
   if (r.error !== undefined) {
     for (const w of job.waiters) w.reject(new Error(r.error));
     return;
@@ -87,6 +88,7 @@ function fail(slot: Slot, e: unknown): void {
   }
   void slot.worker.terminate();
   slots = undefined;
+  for (const b of queued.splice(0)) for (const w of b.waiters) w.reject(e);
 }
 
 async function flush(): Promise<void> {
@@ -96,20 +98,36 @@ async function flush(): Promise<void> {
   try {
     const pool = await start();
     if (!pool) throw new Error('no compression workers');
+    queued.push(b);
+    dispatch(pool);
+  } catch (e) {
+    for (const w of b.waiters) w.reject(e);
+  }
+}
+
+/**
+ * Batches wait here, uncopied, until a worker has fewer than PER_WORKER batches: copies exist only
+ * for the batches being compressed or next in line, not for every request the copy has in flight.
+ */
+const queued: Pending[] = [];
+const PER_WORKER = 2;
+
+function dispatch(pool: Slot[]): void {
+  while (queued.length > 0) {
+    const slot = pool.reduce((a, s) => (s.busy < a.busy ? s : a));
+    if (slot.busy >= PER_WORKER) return;
+    const b = queued.shift()!;
     const data = new Uint8Array(spare.pop() ?? new ArrayBuffer(BATCH_BYTES), 0, b.bytes);
     let at = 0;
     for (const c of b.clusters) {
       data.set(c, at);
       at += b.clusterSize;
     }
-    const slot = pool.reduce((a, s) => (s.busy < a.busy ? s : a));
     const id = nextId++;
     inFlight.set(id, { slot, waiters: b.waiters });
     if (slot.busy++ === 0) slot.worker.ref();
     const msg: CompressBatch = { id, type: b.type, clusterSize: b.clusterSize, data: data.buffer, bytes: b.bytes };
     slot.worker.postMessage(msg, [data.buffer]);
-  } catch (e) {
-    for (const w of b.waiters) w.reject(e);
   }
 }
 
