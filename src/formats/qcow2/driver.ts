@@ -21,8 +21,9 @@
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
  * layer.ts (reads, block status, info), write.ts and l2-update.ts (writes), refcount.ts and
- * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts, crypto.ts
- * (LUKS and legacy AES over src/crypto), compress.ts, bitmap.ts, amend.ts (qemu-img amend:
+ * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts (check-tables.ts:
+ * batched L2 reads), crypto.ts (LUKS and legacy AES over src/crypto), compress.ts (compress-pool.ts
+ * and compress-worker.ts: convert -c on worker threads), options.ts (the -o specs), bitmap.ts, amend.ts (qemu-img amend:
  * amend-upgrade.ts, amend-downgrade.ts, amend-refcount.ts, amend-encrypt.ts, and header-write.ts
  * for qemu's whole-header rewrite); hostile-input limits are in limits.ts.
  */
