@@ -5,7 +5,6 @@
 import { basename } from 'node:path';
 import { makeCli, type Cli } from './context.js';
 import { findCommand } from './table.js';
-import { helpText, versionText } from './help.js';
 
 /** The basename the program was invoked as; bin/vdisk passes it in VDISK_ARGV0. */
 export function programName(): string {
@@ -20,11 +19,11 @@ export async function main(argv: string[], cli: Cli = makeCli(programName())): P
   for (; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '-h' || a === '--help') {
-      cli.out(helpText(cli.prog));
+      cli.out((await import('./help.js')).helpText(cli.prog));
       return 0;
     }
     if (a === '-V' || a === '--version') {
-      cli.out(versionText(cli.prog) + 'Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n');
+      cli.out((await import('./help.js')).versionText(cli.prog) + 'Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n');
       return 0;
     }
     if (a === '-T' || a === '--trace') {

@@ -43,26 +43,51 @@ async function findBase(top: Image, baseName: string | undefined): Promise<{ cha
   throw new VdiskError('not-found', 'BASE_NOT_IN_CHAIN', `Did not find '${baseName}' in the backing chain of '${top.filename}'`);
 }
 
-/** Copy everything the layers above `base` define into it (zeros included). */
+/** Requests of a commit in flight at once: reads of the top overlap writes into the base. */
+const COMMIT_IN_FLIGHT = 8;
+
+/**
+ * Copy everything the layers above `base` define into it (zeros included). Ranges are planned in
+ * order and copied up to COMMIT_IN_FLIGHT at a time (they never overlap); progress follows the
+ * planned order, so it reads as the serial copy's did. On an error the requests in flight are
+ * waited for before the first error is thrown, so nothing writes into the base after it.
+ */
 async function commitData(top: Image, base: Image, baseDepth: number, progress: Progress): Promise<void> {
-  const buf = new Uint8Array(COMMIT_CHUNK);
-  for (let off = 0; off < top.size;) {
+  const free: Uint8Array[] = [];
+  const queue: Array<Promise<number>> = [];
+  let failure: { e: unknown } | undefined;
+  const settleFirst = async (): Promise<void> => {
+    try {
+      const end = await queue.shift()!;
+      if (!failure) progress.update(end, top.size);
+    } catch (e) {
+      failure ??= { e };
+    }
+  };
+  for (let off = 0; off < top.size && !failure;) {
     const st = await top.chainStatus(off, Math.min(top.size - off, 1 << 30), 0, false);
     let n = st.length;
+    let run: Promise<void> = Promise.resolve();
     if (st.depth < baseDepth) {
       if (st.zero) {
         // qemu-img commit runs as an active mirror with unmap: zeroed ranges free base clusters
-        await base.writeZeroes(off, n, true);
+        run = base.writeZeroes(off, n, true);
       } else {
         n = Math.min(n, COMMIT_CHUNK);
-        const b = buf.subarray(0, n);
-        await top.read(b, off);
-        await base.write(b, off);
+        const buf = free.pop() ?? new Uint8Array(COMMIT_CHUNK);
+        const at = off;
+        run = top.read(buf.subarray(0, n), at).then(() => base.write(buf.subarray(0, n), at)).finally(() => free.push(buf));
       }
     }
-    off += n;
-    progress.update(off, top.size);
+    const end = off + n;
+    const job = run.then(() => end);
+    job.catch(() => undefined); // awaited in order below; this only keeps a later failure from being unhandled meanwhile
+    queue.push(job);
+    off = end;
+    while (queue.length >= COMMIT_IN_FLIGHT) await settleFirst();
   }
+  while (queue.length) await settleFirst();
+  if (failure) throw failure.e;
 }
 
 export default async function commitCommand(argv: string[], cli: Cli): Promise<number> {

@@ -34,30 +34,49 @@ function same(a: Uint8Array, b: Uint8Array): boolean {
 
 /** Writes into `top` every cluster it leaves to its backing where old and new backing differ. */
 async function preserveContent(top: Image, next: Image | null): Promise<void> {
-  const old = top.backing;
   const cs = top.layer.granularity ?? DEFAULT_CLUSTER;
   const step = Math.max(cs, Math.floor(REBASE_CHUNK / cs) * cs);
   const a = new Uint8Array(step);
   const b = new Uint8Array(step);
   for (let off = 0; off < top.size;) {
     const st = await top.layerStatus(off, Math.min(step, top.size - off));
-    if (!st.allocated) {
-      for (let pos = off; pos < off + st.length;) {
-        const n = Math.min(cs - (pos % cs), off + st.length - pos);
-        const oa = a.subarray(0, n);
-        const nb = b.subarray(0, n);
-        await readClipped(old, oa, pos);
-        await readClipped(next, nb, pos);
-        if (!same(oa, nb)) {
-          // past the end of the old backing file (or without one) qemu-img writes zeros as zeros
-          if (pos >= (old?.size ?? 0)) await top.writeZeroes(pos, n, false);
-          else await top.write(oa, pos);
-        }
-        pos += n;
-      }
-    }
+    if (!st.allocated) await preserveRange(top, next, off, st.length, cs, a, b);
     off += st.length;
   }
+}
+
+/**
+ * One unallocated range of `top` (at most one step long): both backings are read whole, compared
+ * cluster by cluster, and each run of adjacent differing clusters is written with one request
+ * (the same bytes, cluster-aligned, as one write per cluster would leave).
+ */
+async function preserveRange(top: Image, next: Image | null, off: number, length: number, cs: number, a: Uint8Array, b: Uint8Array): Promise<void> {
+  const old = top.backing;
+  const oa = a.subarray(0, length);
+  const nb = b.subarray(0, length);
+  await Promise.all([readClipped(old, oa, off), readClipped(next, nb, off)]);
+  const oldEnd = old?.size ?? 0;
+  let run: { start: number; end: number; zero: boolean } | undefined;
+  const flush = async (): Promise<void> => {
+    if (!run) return;
+    // past the end of the old backing file (or without one) qemu-img writes zeros as zeros
+    if (run.zero) await top.writeZeroes(run.start, run.end - run.start, false);
+    else await top.write(oa.subarray(run.start - off, run.end - off), run.start);
+    run = undefined;
+  };
+  for (let pos = off; pos < off + length;) {
+    const n = Math.min(cs - (pos % cs), off + length - pos);
+    if (!same(oa.subarray(pos - off, pos - off + n), nb.subarray(pos - off, pos - off + n))) {
+      const zero = pos >= oldEnd;
+      if (run && (run.zero !== zero || run.end !== pos)) await flush();
+      if (run) run.end = pos + n;
+      else run = { start: pos, end: pos + n, zero };
+    } else {
+      await flush();
+    }
+    pos += n;
+  }
+  await flush();
 }
 
 export default async function rebaseCommand(argv: string[], cli: Cli): Promise<number> {

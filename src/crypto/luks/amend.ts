@@ -6,21 +6,13 @@
  * header that points at it, so a crash leaves the old slots usable.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { CreateOptionSpec, SecretStore } from '../../block/driver.js';
+import type { SecretStore } from '../../block/driver.js';
 import { LUKS_SLOT_COUNT, SLOT_ACTIVE } from './header.js';
 import { eraseSlot, trySlot, type LuksIo } from './keyslot.js';
 import { parseIterTime } from './options.js';
 import type { LuksVolume } from './volume.js';
 
-export function luksAmendSpecs(prefix: string): CreateOptionSpec[] {
-  return [
-    { name: `${prefix}state`, type: 'string', help: 'Select new state of affected keyslots (active/inactive)' },
-    { name: `${prefix}keyslot`, type: 'number', help: 'Select a single keyslot to modify explicitly' },
-    { name: `${prefix}old-secret`, type: 'string', help: 'Select all keyslots that match this password' },
-    { name: `${prefix}new-secret`, type: 'string', help: 'New secret to set in the matching keyslots. Empty string to erase' },
-    { name: `${prefix}iter-time`, type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
-  ];
-}
+export { luksAmendSpecs } from './specs.js';
 
 function fail(msg: string, kind: 'invalid-argument' | 'permission' = 'invalid-argument'): never {
   throw new VdiskError(kind, 'LUKS_AMEND', msg);

@@ -9,7 +9,8 @@
  * built here over AES-ECB (XTS as IEEE 1619 with whole blocks, which also gives AES-192-XTS
  * that OpenSSL lacks); unit tests compare each against OpenSSL's own mode.
  */
-import { createCipheriv, createDecipheriv, createHash, type Cipheriv, type Decipheriv } from 'node:crypto';
+import type { Cipheriv, Decipheriv } from 'node:crypto';
+import { nodeCrypto } from '../node-crypto.js';
 import { VdiskError } from '../../block/errors.js';
 import { LUKS_SECTOR } from './header.js';
 
@@ -51,7 +52,7 @@ export function masterKeyBytes(spec: CipherSpec): number {
 
 /** The cipher for an ESSIV IV: the same cipher family, keyed by the hash digest (qemu's choice). */
 function essivAlg(spec: CipherSpec): string {
-  const digest = createHash(spec.ivHash!).digest().length;
+  const digest = nodeCrypto().createHash(spec.ivHash!).digest().length;
   const alg = Object.entries(CIPHER_ALGS).find(([, v]) => v.name === CIPHER_ALGS[spec.alg]!.name && v.keyBytes === digest);
   if (!alg) throw new VdiskError('invalid-argument', 'LUKS_ESSIV', `No AES cipher with key size ${digest} available`, { op: 'luks' });
   return alg[0];
@@ -67,7 +68,7 @@ export function checkCipherAvailable(spec: CipherSpec): void {
 }
 
 function ecb(alg: string, key: Uint8Array, data: Uint8Array, encrypt: boolean): Buffer {
-  const c = encrypt ? createCipheriv(`${alg}-ecb`, key, null) : createDecipheriv(`${alg}-ecb`, key, null);
+  const c = encrypt ? nodeCrypto().createCipheriv(`${alg}-ecb`, key, null) : nodeCrypto().createDecipheriv(`${alg}-ecb`, key, null);
   c.setAutoPadding(false);
   return Buffer.concat([c.update(data), c.final()]);
 }
@@ -106,10 +107,10 @@ class Ecb {
   constructor(private readonly alg: string, private readonly key: Uint8Array) {}
   run(data: Uint8Array, encrypt: boolean): Buffer {
     if (encrypt) {
-      this.enc ??= createCipheriv(`${this.alg}-ecb`, this.key, null).setAutoPadding(false);
+      this.enc ??= nodeCrypto().createCipheriv(`${this.alg}-ecb`, this.key, null).setAutoPadding(false);
       return this.enc.update(data);
     }
-    this.dec ??= createDecipheriv(`${this.alg}-ecb`, this.key, null).setAutoPadding(false);
+    this.dec ??= nodeCrypto().createDecipheriv(`${this.alg}-ecb`, this.key, null).setAutoPadding(false);
     return this.dec.update(data);
   }
 }
@@ -137,7 +138,7 @@ export class SectorCipher {
     this.data = new Ecb(`aes-${bits}`, spec.mode === 'xts' ? key.subarray(0, half) : key);
     if (spec.mode === 'xts') this.tweak = new Ecb(`aes-${bits}`, key.subarray(half));
     if (spec.ivgen === 'essiv') {
-      this.essiv = new Ecb(`aes-${CIPHER_ALGS[essivAlg(spec)]!.keyBytes * 8}`, createHash(spec.ivHash!).update(key).digest());
+      this.essiv = new Ecb(`aes-${CIPHER_ALGS[essivAlg(spec)]!.keyBytes * 8}`, nodeCrypto().createHash(spec.ivHash!).update(key).digest());
     }
   }
 

@@ -3,7 +3,7 @@
  * with a key derived from a passphrase by PBKDF2 with the slot's salt and iteration count.
  * Unlocking derives, decrypts, merges and compares the result against the master key digest.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { nodeCrypto } from '../node-crypto.js';
 import { afMerge, afSplit } from './afsplit.js';
 import { SectorCipher, type CipherSpec } from './cipher.js';
 import { LUKS_DIGEST_BYTES, LUKS_SALT_BYTES, LUKS_SECTOR, LUKS_STRIPES, SLOT_ACTIVE, SLOT_DISABLED, type LuksHeader, type LuksSlot } from './header.js';
@@ -33,7 +33,7 @@ export async function trySlot(io: LuksIo, h: LuksHeader, spec: CipherSpec, slot:
   new SectorCipher(spec, slotKey).decrypt(material, 0);
   const candidate = afMerge(material, h.keyBytes, slot.stripes, h.hashSpec);
   const digest = await masterKeyDigest(h, candidate);
-  return timingSafeEqual(digest, h.mkDigest) ? candidate : undefined;
+  return nodeCrypto().timingSafeEqual(digest, h.mkDigest) ? candidate : undefined;
 }
 
 /** Fill `slot` for `secret` and write its key material; the caller writes the header after. */
@@ -52,7 +52,7 @@ export async function storeSlot(io: LuksIo, h: LuksHeader, spec: CipherSpec, slo
 
 /** Overwrite a slot's key material with random bytes and mark it disabled (as qemu erases keys). */
 export async function eraseSlot(io: LuksIo, h: LuksHeader, slot: LuksSlot): Promise<void> {
-  await io.pwrite(randomBytes(splitSectors(h.keyBytes, slot.stripes) * LUKS_SECTOR), slot.keyMaterialOffset * LUKS_SECTOR);
+  await io.pwrite(nodeCrypto().randomBytes(splitSectors(h.keyBytes, slot.stripes) * LUKS_SECTOR), slot.keyMaterialOffset * LUKS_SECTOR);
   slot.active = SLOT_DISABLED;
   slot.iterations = 0;
   slot.salt = new Uint8Array(LUKS_SALT_BYTES);

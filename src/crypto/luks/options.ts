@@ -4,25 +4,15 @@
  * their defaults (aes-256, xts, plain64, sha256, 2000 ms) and qemu's messages for bad values.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { CreateOptionSpec, SecretStore } from '../../block/driver.js';
+import type { SecretStore } from '../../block/driver.js';
 import { CIPHER_ALGS, CIPHER_MODES, HASH_ALGS, IVGEN_ALGS, checkCipherAvailable, masterKeyBytes, type CipherMode, type CipherSpec, type IvGen } from './cipher.js';
 import type { LuksCreateParams } from './volume.js';
 import { LUKS_SECTOR, LUKS_STRIPES } from './header.js';
 
+export { luksOptionSpecs } from './specs.js';
+
 export const DEFAULT_ITER_TIME_MS = 2000n;
 
-/** The LUKS options in the order qemu's luks driver lists them (`-o help` sorts them). */
-export function luksOptionSpecs(prefix: string, keySecretHelp: string): CreateOptionSpec[] {
-  return [
-    { name: `${prefix}key-secret`, type: 'string', help: keySecretHelp },
-    { name: `${prefix}cipher-alg`, type: 'string', help: 'Name of encryption cipher algorithm' },
-    { name: `${prefix}cipher-mode`, type: 'string', help: 'Name of encryption cipher mode' },
-    { name: `${prefix}ivgen-alg`, type: 'string', help: 'Name of IV generator algorithm' },
-    { name: `${prefix}ivgen-hash-alg`, type: 'string', help: 'Name of IV generator hash algorithm' },
-    { name: `${prefix}hash-alg`, type: 'string', help: 'Name of encryption hash algorithm' },
-    { name: `${prefix}iter-time`, type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
-  ];
-}
 
 function badValue(name: string, v: string): VdiskError {
   return new VdiskError('invalid-argument', 'LUKS_OPTION', `Parameter '${name}' does not accept value '${v}'`);

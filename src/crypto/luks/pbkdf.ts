@@ -4,11 +4,8 @@
  * with doubling iteration counts until one run takes over half a second, and the measured rate is
  * scaled to the requested time. Two images made with the same options so differ in their counts.
  */
-import { pbkdf2, pbkdf2Sync } from 'node:crypto';
-import { promisify } from 'node:util';
+import { nodeCrypto } from '../node-crypto.js';
 import { VdiskError } from '../../block/errors.js';
-
-const pbkdf2Async = promisify(pbkdf2);
 
 /**
  * Most PBKDF2 iterations one key slot (or the master key digest) may ask for: 2^26 takes about
@@ -26,7 +23,9 @@ const BENCH_MIN_MS = 500;
 const BENCH_START_ITERATIONS = 1 << 15;
 
 export function derive(secret: Uint8Array, salt: Uint8Array, iterations: number, bytes: number, hash: string): Promise<Buffer> {
-  return pbkdf2Async(secret, salt, iterations, bytes, hash);
+  return new Promise((resolve, reject) => {
+    nodeCrypto().pbkdf2(secret, salt, iterations, bytes, hash, (e, key) => (e ? reject(e) : resolve(key)));
+  });
 }
 
 function cpuMs(): number {
@@ -38,7 +37,7 @@ function cpuMs(): number {
 export function iterationsPerSecond(secret: Uint8Array, salt: Uint8Array, bytes: number, hash: string): number {
   for (let iterations = BENCH_START_ITERATIONS; ; iterations *= 2) {
     const t0 = cpuMs();
-    pbkdf2Sync(secret, salt, iterations, bytes, hash);
+    nodeCrypto().pbkdf2Sync(secret, salt, iterations, bytes, hash);
     const ms = cpuMs() - t0;
     if (ms > BENCH_MIN_MS) return Math.floor((iterations * 1000) / ms);
   }

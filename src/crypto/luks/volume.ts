@@ -6,7 +6,7 @@
  *   0 header (592 bytes) | 8 slot 0 key material | 8 + k slot 1 | ... | 8 + 8k payload
  * where k is one slot's key material (key_bytes * 4000 bytes) rounded up to 4 KiB.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { nodeCrypto } from '../node-crypto.js';
 import { VdiskError } from '../../block/errors.js';
 import type { JsonObject } from '../../block/driver.js';
 import {
@@ -200,8 +200,8 @@ export class LuksVolume {
   static async create(io: LuksIo, p: LuksCreateParams, secret: Uint8Array, where: ErrorWhere): Promise<LuksVolume> {
     checkCipherAvailable(p.spec);
     const keyBytes = masterKeyBytes(p.spec);
-    const masterKey = randomBytes(keyBytes);
-    const mkSalt = randomBytes(LUKS_SALT_BYTES);
+    const masterKey = nodeCrypto().randomBytes(keyBytes);
+    const mkSalt = nodeCrypto().randomBytes(LUKS_SALT_BYTES);
     const mkRate = iterationsPerSecond(masterKey, mkSalt, LUKS_DIGEST_BYTES, p.hash);
     const mkIterations = scaledIterations(mkRate, p.iterTimeMs, 8, MIN_MASTER_KEY_ITERATIONS);
     const per = Math.ceil(splitSectors(keyBytes, LUKS_STRIPES) / SLOT_ALIGN_SECTORS) * SLOT_ALIGN_SECTORS;
@@ -210,7 +210,7 @@ export class LuksVolume {
       cipherMode: `${p.spec.mode}-${p.spec.ivgen}${p.spec.ivHash !== undefined ? `:${p.spec.ivHash}` : ''}`,
       hashSpec: p.hash, payloadOffset: headerSectors(p.spec), keyBytes,
       mkDigest: new Uint8Array(LUKS_DIGEST_BYTES), mkDigestSalt: mkSalt, mkDigestIterations: mkIterations,
-      uuid: randomUUID(),
+      uuid: nodeCrypto().randomUUID(),
       slots: Array.from({ length: LUKS_SLOT_COUNT }, (_, i) => ({
         active: SLOT_DISABLED, iterations: 0, salt: new Uint8Array(LUKS_SALT_BYTES),
         keyMaterialOffset: KEY_SLOT_OFFSET_SECTORS + i * per, stripes: LUKS_STRIPES,
@@ -226,7 +226,7 @@ export class LuksVolume {
 
   /** Put `secret` into slot `i` (benchmarked iterations); the header is written by the caller. */
   async addKey(io: LuksIo, i: number, masterKey: Buffer, secret: Uint8Array, iterTimeMs: bigint): Promise<void> {
-    const salt = randomBytes(LUKS_SALT_BYTES);
+    const salt = nodeCrypto().randomBytes(LUKS_SALT_BYTES);
     const rate = iterationsPerSecond(secret, salt, this.header.keyBytes, this.header.hashSpec);
     const iterations = scaledIterations(rate, iterTimeMs, 1, MIN_SLOT_ITERATIONS);
     await storeSlot(io, this.header, this.spec, this.header.slots[i]!, masterKey, secret, iterations, salt);

@@ -5,14 +5,10 @@
  * changes the key slots before the other options.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { CreateOptionSpec, SecretStore } from '../../block/driver.js';
-import { amendLuksKeys, luksAmendSpecs } from '../../crypto/luks/amend.js';
+import type { SecretStore } from '../../block/driver.js';
+import { amendLuksKeys } from '../../crypto/luks/amend.js';
+import { ENCRYPT_AMEND_PREFIX } from './options.js';
 import type { Qcow2Parts } from './layer.js';
-
-export const ENCRYPT_AMEND_PREFIX = 'encrypt.';
-
-/** The encrypt.* amend options, in the order qemu lists them. */
-export const qcow2EncryptAmendOptions: readonly CreateOptionSpec[] = luksAmendSpecs(ENCRYPT_AMEND_PREFIX);
 
 export function hasEncryptAmend(values: Readonly<Record<string, string>>): boolean {
   return Object.keys(values).some((k) => k.startsWith(ENCRYPT_AMEND_PREFIX));

@@ -9,7 +9,7 @@
  * key slot changes (encrypt.*) are ./amend-encrypt.ts's.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { AmendHooks, CreateOptionSpec } from '../../block/driver.js';
+import type { AmendHooks } from '../../block/driver.js';
 import {
   AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, CRYPT_LUKS, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY,
 } from './header.js';
@@ -19,18 +19,10 @@ import { downgradeToV2 } from './amend-downgrade.js';
 import { upgradeToV3 } from './amend-upgrade.js';
 import { changeRefcountOrder } from './amend-refcount.js';
 import type { Qcow2Parts } from './layer.js';
-import { amendEncryption, qcow2EncryptAmendOptions } from './amend-encrypt.js';
-import { qcow2CreateOptions } from './create.js';
+import { amendEncryption } from './amend-encrypt.js';
 import type { MetadataWriter } from './l2-update.js';
 
-/** Create options amend can change; qemu's amend `-o help` shows no defaults. */
-const AMENDABLE_CREATE_OPTIONS = ['size', 'compat', 'backing_file', 'backing_fmt', 'data_file', 'data_file_raw', 'lazy_refcounts', 'refcount_bits'];
-
-/** `-o` options qemu-img amend accepts for qcow2 (`-o help` sorts them). */
-export const qcow2AmendOptions: readonly CreateOptionSpec[] = [
-  ...qcow2EncryptAmendOptions,
-  ...qcow2CreateOptions.filter((o) => AMENDABLE_CREATE_OPTIONS.includes(o.name)).map(({ name, type, help }) => ({ name, type, help })),
-];
+export { qcow2AmendOptions } from './options.js';
 
 /** What the layer lends the amend: its metadata writer, resize and clean marking, under its lock. */
 export interface AmendContext {

@@ -12,6 +12,7 @@ import { maxCheckClusters } from './check-imrt.js';
 import { OL_ACTIVE_L2, OL_INACTIVE_L2, overlapOk, snapshotTableBytes } from './check-overlap.js';
 import { compressedDescriptor } from './l1l2.js';
 import { MAX_L1_BYTES } from './limits.js';
+import { L2TableReader } from './check-tables.js';
 
 const TWO32 = 0x100000000;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -80,6 +81,7 @@ export async function checkL1(c: CheckCtx, l1Offset: bigint, l1Size: number, fra
   c.spend(l1Size);
   const l1 = await readAt(c, l1Offset, l1Size * 8, 'check_refcounts_l1');
   const dv = new DataView(l1.buffer);
+  const tables = new L2TableReader(c.p.proto, c.cs, dv, l1Size, c.fileLen);
   for (let i = 0; i < l1Size; i++) {
     const hi = dv.getUint32(i * 8);
     const lo = dv.getUint32(i * 8 + 4);
@@ -94,7 +96,7 @@ export async function checkL1(c: CheckCtx, l1Offset: bigint, l1Size: number, fra
       c.msg(`ERROR l2_offset=${hex(l2)}: Table is not cluster aligned; L1 entry corrupted`);
       c.res.corruptions++;
     }
-    await checkL2(c, l2, frag, fix, active);
+    await checkL2(c, l2, frag, fix, active, () => (typeof l2 === 'number' ? tables.table(i, l2) : Promise.resolve(undefined)));
   }
 }
 
@@ -105,7 +107,9 @@ interface L2Walk {
   nextContiguous: number;
 }
 
-async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix, active: boolean): Promise<void> {
+/** `batched`: the table from the L1 walk's reader, when it could read it with its neighbours. */
+async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix, active: boolean,
+  batched: () => Promise<Uint8Array | undefined>): Promise<void> {
   const g = c.p.map.geo;
   const n = 2 ** g.l2Bits;
   c.spend(n);
@@ -113,8 +117,8 @@ async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix
   // tens of thousands of them; reading and walking each would take minutes)
   const at = BigInt(l2);
   if (at <= INT64_MAX - BigInt(g.clusterSize) && !(at <= SAFE && Number(at) < c.fileLen)) return;
-  const table = await readAt(c, l2, g.clusterSize, 'check_refcounts_l2');
-  const w: L2Walk = { table, dv: new DataView(table.buffer), l2, nextContiguous: 0 };
+  const table = (await batched()) ?? await readAt(c, l2, g.clusterSize, 'check_refcounts_l2');
+  const w: L2Walk = { table, dv: new DataView(table.buffer, table.byteOffset, table.byteLength), l2, nextContiguous: 0 };
   for (let i = 0; i < n; i++) {
     const at = i * g.entryBytes;
     const hi = w.dv.getUint32(at);

@@ -13,6 +13,7 @@ import { CheckAbort, hex64, type CheckCtx, type Fix } from './check-context.js';
 import { refcountAt, StoredRefError, StoredRefs } from './check-stored.js';
 import { OL_ACTIVE_L2, overlapOk } from './check-overlap.js';
 import { isZeroTable } from './check-count.js';
+import { L2TableReader } from './check-tables.js';
 
 const TWO32 = 0x100000000;
 
@@ -189,7 +190,8 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
   const map = c.p.map;
   const g = map.geo;
   const l1 = map.l1View;
-  const table = new Uint8Array(g.clusterSize);
+  const single = new Uint8Array(g.clusterSize);
+  const tables = new L2TableReader(c.p.proto, g.clusterSize, l1, map.l1Entries, c.fileLen);
   for (let i = 0; i < map.l1Entries; i++) {
     const hi = l1.getUint32(i * 8);
     const lo = l1.getUint32(i * 8 + 4);
@@ -211,7 +213,11 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
     }
     // past the end of the file the table reads as zeros: no entry to check
     if (!(safe && l2 < c.fileLen)) continue;
-    await c.p.proto.pread(table, l2);
+    let table = await tables.table(i, l2);
+    if (!table) {
+      table = single;
+      await c.p.proto.pread(table, l2);
+    }
     if (isZeroTable(table)) continue;
     const dirty = await copiedInL2(c, table, repair);
     if (dirty === 0) continue;
@@ -230,32 +236,61 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
 
 /** Check (and with `repair`, fix in `table`) the copied flags of one L2 table; returns how many were fixed. */
 async function copiedInL2(c: CheckCtx, table: Uint8Array, repair: boolean): Promise<number> {
+  const walk: CopiedWalk = { dv: new DataView(table.buffer, table.byteOffset, table.byteLength), j: 0, dirty: 0, repair };
+  // synchronous while the refcounts are in the block at hand (a whole preallocated table is);
+  // a miss reads that block and the walk goes on after the entry
+  for (let k = copiedScan(c, walk); k >= 0; k = copiedScan(c, walk)) {
+    const rc = await storedOrSkip(c, k);
+    if (rc !== undefined) copiedEntry(c, walk, rc);
+    walk.j++;
+  }
+  return walk.dirty;
+}
+
+interface CopiedWalk { dv: DataView; j: number; dirty: number; repair: boolean }
+
+/** Walk entries from `w.j` on; returns the cluster whose refcount is not at hand (w.j at its entry), or -1 at the end. */
+function copiedScan(c: CheckCtx, w: CopiedWalk): number {
   const g = c.p.map.geo;
-  const dv = new DataView(table.buffer);
-  let dirty = 0;
-  for (let j = 0; j < 2 ** g.l2Bits; j++) {
-    const at = j * g.entryBytes;
+  const n = 2 ** g.l2Bits;
+  const eb = g.entryBytes;
+  const extL2 = g.extL2;
+  const dataFile = g.hasDataFile;
+  const cs = g.clusterSize;
+  const st = c.stored;
+  const dv = w.dv;
+  for (; w.j < n; w.j++) {
+    const at = w.j * eb;
     const hi = dv.getUint32(at);
     const lo = dv.getUint32(at + 4);
     if (hi & 0x40000000) continue;
     const offHi = hi & 0xffffff;
     const offLo = (lo & 0xfffffe00) >>> 0;
-    const zeroFlag = (lo & 1) !== 0 && !g.extL2;
-    const hasHost = offHi !== 0 || offLo !== 0 || (!zeroFlag && g.hasDataFile && (hi & 0x80000000) !== 0);
+    const zeroFlag = (lo & 1) !== 0 && !extL2;
+    const hasHost = offHi !== 0 || offLo !== 0 || (!zeroFlag && dataFile && (hi & 0x80000000) !== 0);
     if (!hasHost) continue;
-    let rc: number | undefined = 1;
-    if (!g.hasDataFile) {
-      const k = Math.floor((offHi * TWO32 + offLo) / g.clusterSize);
-      rc = offHi >= 0x200000 ? 0 : c.stored.peek(k) ?? await storedOrSkip(c, k);
-      if (rc === undefined) continue;
+    let rc = 1;
+    if (!dataFile) {
+      const k = Math.floor((offHi * TWO32 + offLo) / cs);
+      const known = offHi >= 0x200000 ? 0 : st.peek(k);
+      if (known === undefined) return k;
+      rc = known;
     }
-    if ((rc === 1) === ((hi & 0x80000000) !== 0)) continue;
-    c.res.corruptions++;
-    c.msg(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(hi, lo)} refcount=${rc}`);
-    if (repair) {
-      dv.setUint32(at, rc === 1 ? (hi | 0x80000000) >>> 0 : hi & 0x7fffffff);
-      dirty++;
-    }
+    if ((rc === 1) !== ((hi & 0x80000000) !== 0)) copiedEntry(c, w, rc);
   }
-  return dirty;
+  return -1;
+}
+
+/** Entry `w.j` with stored refcount `rc`: report (and with repair, fix) a wrong copied flag. */
+function copiedEntry(c: CheckCtx, w: CopiedWalk, rc: number): void {
+  const at = w.j * c.p.map.geo.entryBytes;
+  const hi = w.dv.getUint32(at);
+  const lo = w.dv.getUint32(at + 4);
+  if ((rc === 1) === ((hi & 0x80000000) !== 0)) return;
+  c.res.corruptions++;
+  c.msg(`${w.repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex64(hi, lo)} refcount=${rc}`);
+  if (w.repair) {
+    w.dv.setUint32(at, rc === 1 ? (hi | 0x80000000) >>> 0 : hi & 0x7fffffff);
+    w.dirty++;
+  }
 }

@@ -91,11 +91,27 @@ let compressing = 0;
 const waiting: Array<() => void> = [];
 
 /**
- * compressCluster on the libuv threadpool, so clusters compress on as many cores as the pool has
- * threads while the main thread reads and writes; the bytes are the synchronous call's. null:
- * store plainly.
+ * compressCluster off the main thread, so clusters compress on as many cores as there are while
+ * the main thread reads and writes: in batches on worker threads (./compress-pool.ts), else on
+ * the libuv threadpool. The bytes are the synchronous call's. null: store plainly.
  */
 export async function compressClusterAsync(type: number, data: Uint8Array): Promise<Uint8Array | null> {
+  const workers = await (poolModule ??= import('./compress-pool.js'));
+  if (workers.workersAvailable()) {
+    try {
+      return await workers.compressOnWorker(type, data);
+    } catch (e) {
+      if (workers.workersAvailable()) throw e;
+    }
+  }
+  return compressOnThreadpool(type, data);
+}
+
+/** The worker pool (./compress-pool.ts), loaded by the first compressed write. */
+let poolModule: Promise<typeof import('./compress-pool.js')> | undefined;
+
+/** The fallback when no worker thread can be started: one async zlib/zstd call per cluster. */
+async function compressOnThreadpool(type: number, data: Uint8Array): Promise<Uint8Array | null> {
   if (compressing >= MAX_COMPRESSING) await new Promise<void>((r) => waiting.push(r));
   compressing++;
   try {

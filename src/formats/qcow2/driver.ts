@@ -21,8 +21,9 @@
  * This file only wires the concerns together: header.ts and extensions.ts (the fixed header and
  * its extensions), load.ts (open-time checks), l1l2.ts (mapping), l2-cache.ts (bounded tables),
  * layer.ts (reads, block status, info), write.ts and l2-update.ts (writes), refcount.ts and
- * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts, crypto.ts
- * (LUKS and legacy AES over src/crypto), compress.ts, bitmap.ts, amend.ts (qemu-img amend:
+ * cluster-alloc.ts (allocation), resize.ts, snapshot.ts and snapshot-ops.ts, check.ts (check-tables.ts:
+ * batched L2 reads), crypto.ts (LUKS and legacy AES over src/crypto), compress.ts (compress-pool.ts
+ * and compress-worker.ts: convert -c on worker threads), options.ts (the -o specs), bitmap.ts, amend.ts (qemu-img amend:
  * amend-upgrade.ts, amend-downgrade.ts, amend-refcount.ts, amend-encrypt.ts, and header-write.ts
  * for qemu's whole-header rewrite); hostile-input limits are in limits.ts.
  */
@@ -30,8 +31,8 @@ import { VdiskError } from '../../block/errors.js';
 import type { CreateContext, FormatDriver, FormatLayer, OpenContext } from '../../block/driver.js';
 import { dirname, isAbsolute, join } from 'node:path';
 import { FileProtocol } from '../../protocols/file.js';
-import { measureQcow2 } from './measure.js';
-import { createQcow2, qcow2CreateOptions, qcow2CreateSummary, type Qcow2CreateParams } from './create.js';
+import { qcow2AmendOptions, qcow2CreateOptions, qcow2CreateSummary } from './options.js';
+import type { Qcow2CreateParams } from './create.js';
 import type { Protocol } from '../../protocols/types.js';
 import { INCOMPAT_DATA_FILE, INCOMPAT_EXTL2 } from './header.js';
 import { loadImage } from './load.js';
@@ -40,7 +41,11 @@ import { TableCache } from './l2-cache.js';
 import { L2_CACHE_BYTES } from './limits.js';
 import type { Qcow2Parts } from './layer.js';
 import { Qcow2Layer } from './write.js';
-import { qcow2AmendOptions } from './amend.js';
+
+// create and measure (and the LUKS code create needs) load on first use: commands that read
+// images never need them, and every module loaded is start-up time
+const createQcow2: typeof import('./create.js').createQcow2 = async (...a) => (await import('./create.js')).createQcow2(...a);
+const measureQcow2: typeof import('./measure.js').measureQcow2 = async (...a) => (await import('./measure.js')).measureQcow2(...a);
 
 async function openDataFile(p: Qcow2Parts, ctx: OpenContext): Promise<void> {
   const name = p.loaded.dataFileName;

@@ -8,23 +8,26 @@
 import { VdiskError } from '../../block/errors.js';
 import type { AmendHooks, BitmapOps, CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
 import { Qcow2Bitmaps } from './bitmap-ops.js';
-import { SnapshotEditor } from './snapshot-ops.js';
-import { CompressedWriter } from './compressed-write.js';
+import type { SnapshotEditor } from './snapshot-ops.js';
+import type { CompressedWriter } from './compressed-write.js';
 import { compressClusterAsync } from './compress.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
 import { diskTableBytes } from './snapshot.js';
 import { entryOffset, L2E_COMPRESSED_HI, L2E_COPIED_HI } from './l1l2.js';
-import { Refcounts } from './refcount.js';
-import { ClusterAllocator } from './cluster-alloc.js';
-import { MetadataWriter, type RawEntry } from './l2-update.js';
+import type { Refcounts } from './refcount.js';
+import type { ClusterAllocator } from './cluster-alloc.js';
+import type { MetadataWriter, RawEntry } from './l2-update.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
-import { amendQcow2 } from './amend.js';
 
 /** check and resize load on first use: most commands (info, map, convert) never need them. */
 const checkQcow2: typeof import('./check.js').checkQcow2 = async (...a) => (await import('./check.js')).checkQcow2(...a);
 const growImage: typeof import('./resize.js').growImage = async (...a) => (await import('./resize.js')).growImage(...a);
 const shrinkImage: typeof import('./resize.js').shrinkImage = async (...a) => (await import('./resize.js')).shrinkImage(...a);
+const amendQcow2: typeof import('./amend.js').amendQcow2 = async (...a) => (await import('./amend.js')).amendQcow2(...a);
+/** The write path's modules, loaded by the first writer: read-only opens (info, map, compare) never need them. */
+const writeModules = async (): Promise<[typeof import('./refcount.js'), typeof import('./cluster-alloc.js'), typeof import('./l2-update.js')]> =>
+  Promise.all([import('./refcount.js'), import('./cluster-alloc.js'), import('./l2-update.js')]);
 const ALL_SUBCLUSTERS = 0xffffffff;
 
 export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
@@ -112,6 +115,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const p = this.p;
     const h = p.loaded.header;
     const cs = p.map.geo.clusterSize;
+    const [{ Refcounts }, { ClusterAllocator }, { MetadataWriter }] = await writeModules();
     const rc = await Refcounts.load(p.proto, h.clusterBits, h.refcountOrder, p.loaded.refcountTableOffset, h.refcountTableClusters, p.path);
     const end = Math.ceil((await p.proto.size()) / cs);
     const alloc = new ClusterAllocator(p.proto, rc, h.clusterBits, end, async (offset, clusters) => {
@@ -386,7 +390,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
         throw new VdiskError('unsupported', 'QCOW2_NO_COMPRESSION', this.p.luks ? 'Compression is not supported for encrypted images' : 'Compression is not supported with an external data file', { path, format: 'qcow2' });
       }
       const cs = this.p.map.geo.clusterSize;
-      this.compressed ??= new CompressedWriter(this.p);
+      this.compressed ??= new (await import('./compressed-write.js')).CompressedWriter(this.p);
       for (let done = 0; done < buf.length; done += cs) {
         const part = buf.subarray(done, Math.min(buf.length, done + cs));
         const cluster = part.length === cs ? part : new Uint8Array(cs);
@@ -546,12 +550,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Internal snapshot operations, each under the layer's lock. */
   get snapshots(): SnapshotOps | undefined {
     if (this.p.readOnly) return undefined;
-    const ed = new SnapshotEditor(this.p, () => this.writer());
+    let editor: Promise<SnapshotEditor> | undefined;
+    const ed = (): Promise<SnapshotEditor> => (editor ??= import('./snapshot-ops.js').then((m) => new m.SnapshotEditor(this.p, () => this.writer())));
     const done = (): void => this.invalidateCompressed();
     return {
-      create: (name, date) => this.serial(async () => { await ed.create(name, date); done(); }),
-      apply: (idOrName) => this.serial(async () => { await ed.apply(idOrName); done(); }),
-      delete: (name) => this.serial(async () => { await ed.delete(name); done(); }),
+      create: (name, date) => this.serial(async () => { await (await ed()).create(name, date); done(); }),
+      apply: (idOrName) => this.serial(async () => { await (await ed()).apply(idOrName); done(); }),
+      delete: (name) => this.serial(async () => { await (await ed()).delete(name); done(); }),
     };
   }
 
