@@ -25,7 +25,7 @@ test('commit --image-opts with backing.encrypt.key-secret commits into the encry
   const v = chain(scratch());
   const q = chain(scratch());
   assert.deepEqual(vdisk(['commit', ...OBJ, '--image-opts', v.spec]), qemuImg(['commit', ...OBJ, '--image-opts', q.spec]));
-  const read = (b: string, pattern: string, off: string): number =>
+  const read = (b: string, pattern: string, off: string): number | null =>
     qemuIo(['--object', S0, '--image-opts', '-c', `read -P ${pattern} ${off} 1M`, `driver=qcow2,file.filename=${b},encrypt.key-secret=sec0`]).code;
   assert.equal(read(v.base, '0x9', '1M'), 0);
   assert.equal(read(v.base, '0xa', '0'), 0);
