@@ -30,6 +30,8 @@ export interface ProtocolExtent {
   length: number;
   /** false where the host file has a hole (reads as zeros, takes no space). */
   data: boolean;
+  /** Whether the run reads as zeros, when the protocol knows it apart from `data` (NBD). Absent: `!data`. */
+  zero?: boolean;
 }
 
 export interface Protocol {

@@ -54,7 +54,7 @@ class RawLayer implements FormatLayer {
     if (this.directIo && ext.data && (offset + n) % DIRECT_IO_ALIGNMENT !== 0) {
       n = Math.min(length, Math.ceil((offset + n) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT - offset);
     }
-    return { length: n, allocated: true, data: ext.data, zero: !ext.data, hostOffset: this.base + offset };
+    return { length: n, allocated: true, data: ext.data, zero: ext.zero ?? !ext.data, hostOffset: this.base + offset };
   }
 
   async info(): Promise<LayerInfo> {
