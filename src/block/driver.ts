@@ -31,6 +31,11 @@ export interface LayerStatus {
   hostFile?: string;
   /** Stored compressed (never has a hostOffset). */
   compressed?: boolean;
+  /**
+   * Unallocated, and not known to read as zeros even without a backing file (an NBD hole that is
+   * not a zero run): qemu adds "zero" to unallocated runs only for formats that can have a backing.
+   */
+  unknownContents?: boolean;
 }
 
 /** Reads a range of the backing chain below a layer; zeros where there is no backing or past its end. */

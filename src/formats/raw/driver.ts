@@ -54,7 +54,11 @@ class RawLayer implements FormatLayer {
     if (this.directIo && ext.data && (offset + n) % DIRECT_IO_ALIGNMENT !== 0) {
       n = Math.min(length, Math.ceil((offset + n) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT - offset);
     }
-    return { length: n, allocated: true, data: ext.data, zero: ext.zero ?? !ext.data, hostOffset: this.base + offset };
+    const zero = ext.zero ?? !ext.data;
+    // qemu counts a protocol run as allocated when it is data or reads as zeros: an NBD hole that
+    // is not known to be zero (or a dirty x-dirty-bitmap run) is unallocated, contents unknown
+    if (!ext.data && !zero) return { length: n, allocated: false, data: false, zero: false, unknownContents: true };
+    return { length: n, allocated: true, data: ext.data, zero, hostOffset: this.base + offset };
   }
 
   async info(): Promise<LayerInfo> {
