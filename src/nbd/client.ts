@@ -9,7 +9,7 @@ import { createConnection, type Socket } from 'node:net';
 import { VdiskError, strerror } from '../block/errors.js';
 import type { NbdTarget } from './address.js';
 import {
-  BASE_ALLOCATION, MAX_CONNECTIONS, MAX_IN_FLIGHT, MAX_NBD_REQUEST_BYTES, NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_FAST_ZERO,
+  BASE_ALLOCATION, MAX_CONNECTIONS, MAX_NBD_REQUEST_BYTES, NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_FAST_ZERO,
   NBD_CMD_FLAG_NO_HOLE, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES,
   NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FAST_ZERO, NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_TRIM,
   NBD_FLAG_SEND_WRITE_ZEROES,
@@ -22,6 +22,9 @@ import type { BlockDescriptor } from './wire.js';
 /** Largest block-status or zero/trim request (lengths are 32-bit on the wire). */
 const MAX_NON_DATA_REQUEST = 0x80000000;
 
+/** Requests waiting on the busiest connection before a multi-conn server gets more connections. */
+const MULTI_CONN_LOAD = 4;
+
 const EAI_MESSAGES: Record<string, string> = {
   ENOTFOUND: 'Name or service not known',
   EAI_AGAIN: 'Temporary failure in name resolution',
@@ -32,7 +35,7 @@ function addressText(t: NbdTarget): string {
   return t.server.type === 'unix' ? t.server.path : `${t.server.host}:${t.server.port}`;
 }
 
-async function openSocket(t: NbdTarget): Promise<Socket> {
+async function openSocket(t: NbdTarget, reader: SocketReader): Promise<Socket> {
   const s = t.server;
   const where = addressText(t);
   let opts: { path: string } | { host: string; port: number };
@@ -51,7 +54,8 @@ async function openSocket(t: NbdTarget): Promise<Socket> {
     opts = { host: s.host, port: Number(s.port) };
   }
   return new Promise((resolve, reject) => {
-    const sock = createConnection(opts);
+    const sock = createConnection({ ...opts, onread: reader.onread });
+    reader.attach(sock);
     const onError = (e: NodeJS.ErrnoException): void => {
       const errno = e.code && /^E[A-Z]+$/.test(e.code) ? e.code : 'ECONNREFUSED';
       reject(new VdiskError('io', errno, `Failed to connect to '${where}': ${strerror(errno)}`, { errno }));
@@ -66,9 +70,9 @@ async function openSocket(t: NbdTarget): Promise<Socket> {
 }
 
 async function connectOne(t: NbdTarget, req: HandshakeRequest, track?: Set<Socket>): Promise<NbdConnection> {
-  const sock = await openSocket(t);
+  const reader = new SocketReader();
+  const sock = await openSocket(t, reader);
   track?.add(sock);
-  const reader = new SocketReader(sock);
   // errors surface through the reader; this keeps a late 'error' event from being unhandled
   sock.on('error', () => undefined);
   try {
@@ -147,7 +151,7 @@ export class NbdClient {
   private conn(): NbdConnection {
     let best = this.conns[0]!;
     for (const c of this.conns) if (c.load < best.load) best = c;
-    if (best.load >= MAX_IN_FLIGHT && this.readOnly && this.has(NBD_FLAG_CAN_MULTI_CONN) && !this.extra && !this.closed) {
+    if (best.load >= MULTI_CONN_LOAD && this.readOnly && this.has(NBD_FLAG_CAN_MULTI_CONN) && !this.extra && !this.closed) {
       this.extra = true;
       this.openExtra();
     }

@@ -1,11 +1,18 @@
 /**
  * Exact-length reads from a stream socket. NBD is a sequence of fixed headers and length-prefixed
  * payloads, so the client only ever asks "the next n bytes" (into a fresh buffer or straight into
- * the caller's read buffer). Unread bytes are bounded: past MAX_UNREAD_BYTES the socket is paused
- * until the client consumes them, so a server that streams garbage cannot fill memory.
+ * the caller's read buffer).
+ *
+ * The socket reads through `onread`: while a payload is being received the kernel copies straight
+ * into the caller's buffer (a 2 MiB read reply is not copied again in JavaScript); otherwise into a
+ * scratch buffer whose bytes are queued. Unread bytes are bounded: past MAX_UNREAD_BYTES reading
+ * stops until the client consumes them, so a server that streams garbage cannot fill memory.
  */
 import type { Socket } from 'node:net';
 import { MAX_UNREAD_BYTES } from './constants.js';
+
+/** Bytes the kernel may hand over per read when no caller buffer is waiting. */
+const SCRATCH_BYTES = 64 * 1024;
 
 export class StreamClosedError extends Error {
   constructor(readonly errno: string | undefined, message: string) {
@@ -25,12 +32,26 @@ export class SocketReader {
   private buffered = 0;
   private waiter: Waiter | undefined;
   private ended: StreamClosedError | undefined;
+  private socket: Socket | undefined;
+  private paused = false;
+  private scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+  /** The waiter whose buffer the kernel was last given to read into. */
+  private lent: Waiter | undefined;
 
-  constructor(private readonly socket: Socket, private readonly limit = MAX_UNREAD_BYTES) {
-    socket.on('data', (b: Buffer) => this.push(b));
-    socket.on('end', () => this.end(new StreamClosedError(undefined, 'Unexpected end-of-file before all data were read')));
+  constructor(private readonly limit = MAX_UNREAD_BYTES) {}
+
+  /** The `onread` option of net.createConnection for this reader. */
+  get onread(): { buffer: () => Uint8Array; callback: (n: number, b: Uint8Array) => boolean } {
+    return { buffer: () => this.nextBuffer(), callback: (n, b) => this.received(n, b) };
+  }
+
+  /** Listen for the end of the stream (after net.createConnection with `onread`). */
+  attach(socket: Socket): void {
+    this.socket = socket;
+    const eof = (): void => this.end(new StreamClosedError(undefined, 'Unexpected end-of-file before all data were read'));
+    socket.on('end', eof);
+    socket.on('close', eof);
     socket.on('error', (e: NodeJS.ErrnoException) => this.end(new StreamClosedError(e.code, e.message)));
-    socket.on('close', () => this.end(new StreamClosedError(undefined, 'Unexpected end-of-file before all data were read')));
   }
 
   /** The next `n` bytes in a new buffer. */
@@ -56,6 +77,43 @@ export class SocketReader {
     return this.buffered;
   }
 
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  private nextBuffer(): Uint8Array {
+    const w = this.waiter;
+    if (w && this.chunks.length === 0 && w.filled < w.dest.length) {
+      this.lent = w;
+      return w.dest.subarray(w.filled);
+    }
+    this.lent = undefined;
+    return this.scratch;
+  }
+
+  private received(n: number, b: Uint8Array): boolean {
+    const w = this.waiter;
+    if (this.lent && this.lent === w && b.buffer === w.dest.buffer) {
+      // the kernel wrote into the waiting buffer itself
+      w.filled += n;
+    } else {
+      const copy = Buffer.from(b.subarray(0, n));
+      this.chunks.push(copy);
+      this.buffered += n;
+      if (w) w.filled = this.drain(w.dest, w.filled);
+    }
+    this.lent = undefined;
+    if (w && w.filled === w.dest.length) {
+      this.waiter = undefined;
+      w.resolve();
+    }
+    if (this.buffered >= this.limit) {
+      this.paused = true;
+      return false;
+    }
+    return true;
+  }
+
   private drain(dest: Uint8Array, at: number): number {
     while (at < dest.length && this.chunks.length > 0) {
       const c = this.chunks[0]!;
@@ -66,31 +124,11 @@ export class SocketReader {
       if (n === c.length) this.chunks.shift();
       else this.chunks[0] = c.subarray(n);
     }
-    if (this.buffered < this.limit && this.socket.isPaused()) this.socket.resume();
+    if (this.paused && this.buffered < this.limit) {
+      this.paused = false;
+      this.socket?.resume();
+    }
     return at;
-  }
-
-  private push(b: Buffer): void {
-    const w = this.waiter;
-    if (w && this.chunks.length === 0) {
-      // straight into the waiting buffer: large read replies are copied once
-      const n = Math.min(b.length, w.dest.length - w.filled);
-      w.dest.set(n === b.length ? b : b.subarray(0, n), w.filled);
-      w.filled += n;
-      if (n < b.length) {
-        this.chunks.push(b.subarray(n));
-        this.buffered += b.length - n;
-      }
-    } else {
-      this.chunks.push(b);
-      this.buffered += b.length;
-      if (w) w.filled = this.drain(w.dest, w.filled);
-    }
-    if (w && w.filled === w.dest.length) {
-      this.waiter = undefined;
-      w.resolve();
-    }
-    if (this.buffered >= this.limit) this.socket.pause();
   }
 
   private end(e: StreamClosedError): void {

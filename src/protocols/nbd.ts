@@ -27,6 +27,8 @@ export function nbdTarget(filename: string, options: Readonly<Record<string, str
 
 export class NbdProtocol implements Protocol {
   readonly protocol = 'nbd';
+  /** An export keeps whatever it held: qemu's nbd driver has no zero-init either. */
+  readonly zeroInit = false;
 
   private constructor(readonly filename: string, private readonly client: NbdClient, readonly readOnly: boolean) {}
 

@@ -60,4 +60,6 @@ export interface Protocol {
   writeZeroes?(offset: number, length: number, punch: boolean): Promise<void>;
   /** Give [offset, offset+length) back to the host; contents become zeros on a file. */
   discard?(offset: number, length: number): Promise<void>;
+  /** false: "creating" this protocol's file leaves old contents (an NBD export), so it does not start as zeros. */
+  readonly zeroInit?: boolean;
 }

@@ -27,6 +27,11 @@ class RawLayer implements FormatLayer {
     private readonly directIo = false,
   ) {}
 
+  /** A new raw image reads as zeros only where its protocol starts out zeroed (not an NBD export). */
+  get zeroInit(): boolean {
+    return this.proto.zeroInit !== false;
+  }
+
   async read(buf: Uint8Array, offset: number): Promise<void> {
     await this.proto.pread(buf, this.base + offset);
   }

@@ -85,6 +85,23 @@ test('convert into a writable export writes what qemu-img compare then finds ide
   assert.equal(cmp.stdout, 'Images are identical.\n', cmp.stderr);
 });
 
+test('convert into an export that held data overwrites the holes too (an export is not zero-initialized)', () => {
+  qemuImg(['create', '-f', 'raw', join(dir, 'dirty.raw'), '64M']);
+  qemuIo(['-f', 'raw', '-c', 'write -P 0x77 0 64M', join(dir, 'dirty.raw')]);
+  const rw = serve('dirty', ['-f', 'raw', join(dir, 'dirty.raw')]);
+  const uri = `nbd+unix://?socket=${rw}`;
+  const c = vdisk(['convert', '-f', 'qcow2', '-O', 'raw', join(dir, 'src.qcow2'), uri]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.equal(qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', join(dir, 'src.qcow2'), uri]).stdout, 'Images are identical.\n');
+});
+
+test('a busy read-only copy from a multi-conn export (qemu-nbd -e 4) gives the same bytes', () => {
+  const s = serve('multi', ['-r', '-e', '4', '-f', 'qcow2', join(dir, 'src.qcow2')]);
+  const c = vdisk(['convert', '-m', '16', '-W', '-O', 'raw', `nbd+unix://?socket=${s}`, join(dir, 'multi.raw')]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.equal(qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', join(dir, 'src.qcow2'), join(dir, 'multi.raw')]).stdout, 'Images are identical.\n');
+});
+
 test('qcow2 created over nbd passes the real qemu-img check', () => {
   qemuImg(['create', '-f', 'raw', join(dir, 'box.raw'), '16M']);
   const rw = serve('box', ['-f', 'raw', join(dir, 'box.raw')]);
