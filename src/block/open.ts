@@ -130,11 +130,20 @@ async function blkdebugFileProtocol(filename: string, readOnly: boolean, options
   return new BlkdebugProtocol(await FileProtocol.open(filename, { readOnly }), rules, filename);
 }
 
+/** Options every block node takes, whatever its driver. */
+const BLOCK_NODE_KEYS = new Set(['node-name', 'read-only', 'auto-read-only', 'cache.direct', 'cache.no-flush', 'discard', 'detect-zeroes', 'force-share']);
+
 /** NBD named in options (driver=nbd, or file.driver=nbd below a format): its keys are consumed here. */
 async function nbdFileProtocol(filename: string, readOnly: boolean, options: Record<string, string>, prefix: string): Promise<Protocol> {
   const proto = await NbdProtocol.open(filename, readOnly, options, prefix);
   for (const k of Object.keys(options)) {
     if (k === `${prefix}driver` || (k.startsWith(prefix) && NBD_OPTION_KEYS.has(k.slice(prefix.length)))) delete options[k];
+  }
+  // driver=nbd: every other key is the NBD driver's to refuse (qemu checks after connecting)
+  const unknown = prefix === '' ? Object.keys(options).find((k) => !BLOCK_NODE_KEYS.has(k)) : undefined;
+  if (unknown !== undefined) {
+    await proto.close();
+    throw new VdiskError('invalid-argument', 'UNKNOWN_OPTION', `Block protocol 'nbd' doesn't support the option '${unknown}'`, { path: filename });
   }
   return proto;
 }

@@ -76,7 +76,10 @@ export class NbdProtocol implements Protocol {
     return this.client.size;
   }
 
-  async truncate(size: number, prealloc: Preallocation = 'off'): Promise<void> {
+  async truncate(size: number, prealloc: Preallocation = 'off', exact = false): Promise<void> {
+    if (exact && size !== this.client.size) {
+      throw new VdiskError('unsupported', 'NBD_RESIZE', 'Cannot resize NBD nodes', { op: 'truncate', path: this.filename });
+    }
     if (prealloc !== 'off') {
       throw new VdiskError('unsupported', 'NBD_PREALLOC', `Unsupported preallocation mode '${prealloc}'`, { path: this.filename });
     }

@@ -49,7 +49,8 @@ export interface Protocol {
   pwrite(buf: Uint8Array, offset: number): Promise<void>;
   /** Current length in bytes. */
   size(): Promise<number>;
-  truncate(size: number, prealloc?: Preallocation): Promise<void>;
+  /** `exact`: the user asked for this size (resize), not just room for it (create). */
+  truncate(size: number, prealloc?: Preallocation, exact?: boolean): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
   /** Bytes the host really uses for this file (st_blocks * 512), as qemu's "disk size". */

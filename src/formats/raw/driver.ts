@@ -13,6 +13,8 @@ import type { Preallocation, Protocol } from '../../protocols/types.js';
 
 /** qemu's file driver writes the first block on create so later allocation is cheaper to find. */
 const FIRST_BLOCK_BYTES = 4096;
+/** What qemu zeroes at the start of a "created" file that already existed (an NBD export). */
+const EXISTING_HEAD_BYTES = 512;
 /** The sector size O_DIRECT requests are aligned to. */
 const DIRECT_IO_ALIGNMENT = 512;
 
@@ -81,7 +83,7 @@ class RawLayer implements FormatLayer {
     if (opts.prealloc === 'metadata') {
       throw new VdiskError('unsupported', 'RAW_PREALLOC', 'Unsupported preallocation mode: metadata', { format: 'raw' });
     }
-    await this.proto.truncate(size, opts.prealloc);
+    await this.proto.truncate(size, opts.prealloc, true);
     this.size = size;
   }
 
@@ -134,7 +136,9 @@ export const rawDriver: FormatDriver = {
     try {
       await proto.truncate(size, prealloc as Preallocation);
       if (prealloc === 'off' && size > 0) {
-        await proto.pwrite(new Uint8Array(Math.min(FIRST_BLOCK_BYTES, size)), 0);
+        // an existing export (nbd) is not created: qemu only wipes its first sector
+        const head = proto.zeroInit === false ? EXISTING_HEAD_BYTES : FIRST_BLOCK_BYTES;
+        await proto.pwrite(new Uint8Array(Math.min(head, size)), 0);
       }
     } finally {
       await proto.close();

@@ -59,6 +59,19 @@ test('open errors are worded as qemu-img words them', () => {
   same(['info', `nbd+unix:///?socket=${join(dir, 'absent.sock')}`]);
   same(['info', 'nbd+unix:///exp']);
   same(['info', '--image-opts', `driver=nbd,server.type=unix,server.path=${ro},export=exp,x-dirty-bitmap=qemu:dirty-bitmap:none`]);
+  same(['info', '--image-opts', `driver=nbd,server.type=unix,server.path=${ro},export=exp,foo=1`]);
+  same(['info', `json:{"driver":"nbd","path":"${ro}","export":"exp","server":{"type":"unix","path":"${ro}"}}`]);
+});
+
+test('an export cannot be resized or grown, as qemu-img says', () => {
+  qemuImg(['create', '-f', 'raw', join(dir, 'fixed.raw'), '1M']);
+  const s = serve('fixed', ['-f', 'raw', join(dir, 'fixed.raw')]);
+  const uri = `nbd+unix://?socket=${s}`;
+  same(['resize', '-f', 'raw', uri, '2M']);
+  same(['resize', '-f', 'raw', uri, '1M']);
+  same(['create', '-f', 'raw', uri, '2M']);
+  same(['create', '-f', 'raw', '-o', 'preallocation=full', uri, '1M']);
+  same(['create', '-f', 'raw', uri, '1M']);
 });
 
 test('convert from nbd gives the same bytes and the same holes as qemu-img', () => {
