@@ -78,6 +78,7 @@ export async function createImage(req: CreateRequest): Promise<void> {
     options: req.options ?? {},
     secrets: req.secrets ?? noSecrets,
     createFile: (name) => isNbdName(name) ? openNbdForCreate(name) : FileProtocol.open(name, { readOnly: false, create: true }),
+    reopenFile: (name) => isNbdName(name) ? NbdProtocol.open(name, false) : FileProtocol.open(name, { readOnly: false }),
   };
   await driver.create(ctx);
 }

@@ -260,6 +260,8 @@ export interface CreateContext {
   readonly secrets: SecretStore;
   /** Create (truncating) and open the file the image lives in. */
   createFile(name: string): Promise<Protocol>;
+  /** Open the file just created again, read-write, through its protocol (file or nbd). */
+  reopenFile?(name: string): Promise<Protocol>;
 }
 
 /** What `measure` asks a format: the size of a new image holding this content. */

@@ -222,13 +222,36 @@ export class NbdClient {
    */
   async blockStatus(offset: number, length: number): Promise<BlockDescriptor> {
     if (this.desc.metaContextId === undefined) return { length, flags: 0 };
-    const cached = this.fromCache(offset, length);
-    if (cached) return cached;
-    const len = Math.min(length, this.nonDataMax());
-    const extents = await this.conn().request(NBD_CMD_BLOCK_STATUS, 0, offset, len);
-    if (!extents || extents.length === 0) throw new VdiskError('io', 'NBD_PROTOCOL', 'Protocol error: block status reply without extents');
-    this.status = { start: offset, extents };
-    return this.fromCache(offset, length) ?? { length, flags: extents[0]!.flags };
+    let d = this.fromCache(offset, length);
+    if (!d) {
+      const len = Math.min(length, this.nonDataMax());
+      const extents = await this.conn().request(NBD_CMD_BLOCK_STATUS, 0, offset, len);
+      if (!extents || extents.length === 0) throw new VdiskError('io', 'NBD_PROTOCOL', 'Protocol error: block status reply without extents');
+      this.status = { start: offset, extents };
+      d = this.fromCache(offset, length) ?? { length, flags: extents[0]!.flags };
+    }
+    return this.alignToMinBlock(offset, d);
+  }
+
+  /**
+   * Runs end on the server's minimum block, as qemu's client makes them: a run is cut back to a
+   * block boundary, and a block split between runs is data unless every part is a hole, zero
+   * only if every part is (a 1000-byte file served in 512-byte blocks maps as 1024 bytes of data).
+   */
+  private alignToMinBlock(offset: number, d: BlockDescriptor): BlockDescriptor {
+    const min = this.minBlock;
+    const end = offset + d.length;
+    if (min <= 1 || end % min === 0 || end >= this.size) return d;
+    const down = Math.floor(end / min) * min;
+    if (down > offset) return { length: down - offset, flags: d.flags };
+    const up = Math.min(this.size, Math.ceil(end / min) * min);
+    let flags = d.flags;
+    for (let at = end; at < up;) {
+      const next = this.fromCache(at, up - at) ?? { length: up - at, flags: 0 };
+      flags &= next.flags;
+      at += next.length;
+    }
+    return { length: up - offset, flags };
   }
 
   private fromCache(offset: number, length: number): BlockDescriptor | undefined {

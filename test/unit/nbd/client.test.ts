@@ -226,3 +226,31 @@ test('a server that drops the connection mid-request fails the request instead o
     await srv.close();
   }
 });
+
+test('block status runs are cut to the minimum block size, a split block counting as data', async () => {
+  const disk = Buffer.alloc(1024);
+  const srv = await fakeServer(async (peer) => {
+    await negotiate(peer, disk, { blockSize: [512, 4096, 1 << 20] });
+    await transmit(peer, disk, {
+      reply: (p, req) => {
+        if (req.type !== 7) return false;
+        const body = Buffer.alloc(20);
+        body.writeUInt32BE(1, 0);
+        body.writeUInt32BE(1000 - (req.offset > 0 ? req.offset : 0), 4); // data up to byte 1000
+        body.writeUInt32BE(0, 8);
+        body.writeUInt32BE(24, 12); // then a zero hole to the end
+        body.writeUInt32BE(3, 16);
+        p.write(Buffer.concat([structuredHeader(1, 5, req.handle, body.length), body]));
+        return true;
+      },
+    });
+  });
+  try {
+    const c = await NbdClient.connect(unix(srv.path), { readOnly: true });
+    assert.deepEqual(await c.blockStatus(0, 1024), { length: 512, flags: 0 });
+    assert.deepEqual(await c.blockStatus(512, 512), { length: 512, flags: 0 });
+    await c.close();
+  } finally {
+    await srv.close();
+  }
+});
