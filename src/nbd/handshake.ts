@@ -130,7 +130,7 @@ function checkBlockSizes(d: ExportDescription): void {
   }
 }
 
-/** NBD_OPT_GO; undefined when the server does not know GO (then EXPORT_NAME is used). */
+/** NBD_OPT_GO; false when the server does not know GO (then EXPORT_NAME is used). */
 async function go(w: HandshakeWire, exportName: string, d: ExportDescription): Promise<boolean> {
   await w.write(encodeOption(NBD_OPT_GO, encodeGoData(exportName, [NBD_INFO_BLOCK_SIZE])));
   let haveExport = false;

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NbdClient } from '../../../dist/nbd/client.js';
 import {
-  MAX_BLOCK_STATUS_CHUNK_BYTES, MAX_ERROR_CHUNK_BYTES, MAX_OPTION_REPLIES, MAX_OPTION_REPLY_BYTES,
+  MAX_BLOCK_STATUS_CHUNK_BYTES, MAX_ERROR_CHUNK_BYTES, MAX_IN_FLIGHT, MAX_NBD_REQUEST_BYTES, MAX_OPTION_REPLIES,
+  MAX_OPTION_REPLY_BYTES,
 } from '../../../dist/nbd/constants.js';
 import { NbdProtocol } from '../../../dist/protocols/nbd.js';
 import {
@@ -250,6 +251,56 @@ test('block status runs are cut to the minimum block size, a split block countin
     assert.deepEqual(await c.blockStatus(0, 1024), { length: 512, flags: 0 });
     assert.deepEqual(await c.blockStatus(512, 512), { length: 512, flags: 0 });
     await c.close();
+  } finally {
+    await srv.close();
+  }
+});
+
+test(`no request is larger than MAX_NBD_REQUEST_BYTES (${MAX_NBD_REQUEST_BYTES}) even when the server allows more`, async () => {
+  const disk = Buffer.alloc(MAX_NBD_REQUEST_BYTES + 4096, 7);
+  const log: Request[] = [];
+  const srv = await goodServer(disk, { blockSize: [1, 4096, 0x80000000], log });
+  try {
+    const c = await NbdClient.connect(unix(srv.path), { readOnly: true });
+    const buf = Buffer.alloc(disk.length);
+    await c.read(buf, 0);
+    assert.equal(buf[buf.length - 1], 7);
+    await c.close();
+    assert.deepEqual(log.filter((r) => r.type === 0).map((r) => r.length), [MAX_NBD_REQUEST_BYTES, 4096]);
+  } finally {
+    await srv.close();
+  }
+});
+
+test(`at most MAX_IN_FLIGHT (${MAX_IN_FLIGHT}) requests wait on one connection`, async () => {
+  const disk = Buffer.alloc(1 << 20);
+  let waiting = 0;
+  let most = 0;
+  const held: Array<() => void> = [];
+  const srv = await fakeServer(async (peer) => {
+    await negotiate(peer, disk, {});
+    await transmit(peer, disk, {
+      reply: (p, req) => {
+        if (req.type !== 0) return false;
+        waiting++;
+        most = Math.max(most, waiting);
+        // answer nothing until the client has sent all it may, then everything
+        held.push(() => {
+          waiting--;
+          const off = Buffer.alloc(8);
+          off.writeBigUInt64BE(BigInt(req.offset));
+          p.write(Buffer.concat([structuredHeader(1, 1, req.handle, 8 + req.length), off, disk.subarray(req.offset, req.offset + req.length)]));
+        });
+        if (held.length >= MAX_IN_FLIGHT) for (const h of held.splice(0)) h();
+        return true;
+      },
+    });
+  });
+  try {
+    const c = await NbdClient.connect(unix(srv.path), { readOnly: false });
+    await Promise.all(Array.from({ length: 3 * MAX_IN_FLIGHT }, (_, i) => c.read(Buffer.alloc(512), i * 512)));
+    await c.close();
+    assert.equal(most, MAX_IN_FLIGHT);
   } finally {
     await srv.close();
   }
