@@ -83,7 +83,8 @@ export class SocketReader {
 
   private nextBuffer(): Uint8Array {
     const w = this.waiter;
-    if (w && this.chunks.length === 0 && w.filled < w.dest.length) {
+    // only payloads are worth a kernel read of their own; headers come through the scratch buffer
+    if (w && this.chunks.length === 0 && w.dest.length - w.filled >= SCRATCH_BYTES) {
       this.lent = w;
       return w.dest.subarray(w.filled);
     }
