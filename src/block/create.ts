@@ -7,6 +7,18 @@ import type { CreateContext, CreateOptionSpec, CreateOptionValues, FormatDriver,
 import { findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import { hostPath } from './filenames.js';
+import { NbdProtocol, isNbdName } from '../protocols/nbd.js';
+import type { Protocol } from '../protocols/types.js';
+
+/** qemu creates nothing on an NBD export: it opens it, and says so when that fails. */
+async function openNbdForCreate(name: string): Promise<Protocol> {
+  try {
+    return await NbdProtocol.open(name, false);
+  } catch (e) {
+    if (!(e instanceof VdiskError)) throw e;
+    throw new VdiskError(e.kind, e.code, `Protocol driver 'nbd' does not support image creation, and opening the image failed: ${e.message}`, e.context, e);
+  }
+}
 import { noSecrets } from './open.js';
 
 /**
@@ -65,7 +77,8 @@ export async function createImage(req: CreateRequest): Promise<void> {
     size: req.size,
     options: req.options ?? {},
     secrets: req.secrets ?? noSecrets,
-    createFile: (name) => FileProtocol.open(name, { readOnly: false, create: true }),
+    createFile: (name) => isNbdName(name) ? openNbdForCreate(name) : FileProtocol.open(name, { readOnly: false, create: true }),
+    reopenFile: (name) => isNbdName(name) ? NbdProtocol.open(name, false) : FileProtocol.open(name, { readOnly: false }),
   };
   await driver.create(ctx);
 }

@@ -36,6 +36,11 @@ export interface LayerStatus {
    * (qcow2 without metadata preallocation). Absent: the file is asked.
    */
   askHost?: boolean;
+  /**
+   * Unallocated, and not known to read as zeros even without a backing file (an NBD hole that is
+   * not a zero run): qemu adds "zero" to unallocated runs only for formats that can have a backing.
+   */
+  unknownContents?: boolean;
 }
 
 /** Reads a range of the backing chain below a layer; zeros where there is no backing or past its end. */
@@ -265,6 +270,8 @@ export interface CreateContext {
   readonly secrets: SecretStore;
   /** Create (truncating) and open the file the image lives in. */
   createFile(name: string): Promise<Protocol>;
+  /** Open the file just created again, read-write, through its protocol (file or nbd). */
+  reopenFile?(name: string): Promise<Protocol>;
 }
 
 /** What `measure` asks a format: the size of a new image holding this content. */

@@ -192,7 +192,7 @@ export class Image {
     }
     const below = this.backing;
     if (!below || offset >= below.size) {
-      const r: ChainStatus = { length: st.length, present: false, zero: true, data: false, depth };
+      const r: ChainStatus = { length: st.length, present: false, zero: !st.unknownContents, data: false, depth };
       // an unallocated subcluster of an allocated cluster still has a place in the file (qemu shows it)
       if (!below && st.hostOffset !== undefined) {
         r.hostOffset = st.hostOffset;

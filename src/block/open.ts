@@ -17,6 +17,10 @@ export { parseCacheMode, type CacheMode } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
 import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName, rulesFromOptions } from '../protocols/blkdebug.js';
 import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
+import { NbdProtocol, isNbdName } from '../protocols/nbd.js';
+import { NBD_OPTION_KEYS } from '../nbd/address.js';
+
+export { canonicalNbdName, targetFromOptions as nbdTargetFromOptions } from '../nbd/address.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -79,6 +83,7 @@ setProbedRawGuard((img, buf, offset) => {
 
 export async function openProtocol(filename: string, readOnly: boolean, cache?: CacheMode): Promise<Protocol> {
   const c = cache !== undefined ? { cache } : {};
+  if (isNbdName(filename)) return NbdProtocol.open(filename, readOnly);
   const bd = parseBlkdebugName(filename);
   if (bd) {
     const rules = new BlkdebugRules(await loadConfigRules(bd.config));
@@ -133,6 +138,24 @@ async function requireDevice(filename: string): Promise<void> {
   }
 }
 
+/** Options every block node takes, whatever its driver. */
+const BLOCK_NODE_KEYS = new Set(['node-name', 'read-only', 'auto-read-only', 'cache.direct', 'cache.no-flush', 'discard', 'detect-zeroes', 'force-share']);
+
+/** NBD named in options (driver=nbd, or file.driver=nbd below a format): its keys are consumed here. */
+async function nbdFileProtocol(filename: string, readOnly: boolean, options: Record<string, string>, prefix: string): Promise<Protocol> {
+  const proto = await NbdProtocol.open(filename, readOnly, options, prefix);
+  for (const k of Object.keys(options)) {
+    if (k === `${prefix}driver` || (k.startsWith(prefix) && NBD_OPTION_KEYS.has(k.slice(prefix.length)))) delete options[k];
+  }
+  // driver=nbd: every other key is the NBD driver's to refuse (qemu checks after connecting)
+  const unknown = prefix === '' ? Object.keys(options).find((k) => !BLOCK_NODE_KEYS.has(k)) : undefined;
+  if (unknown !== undefined) {
+    await proto.close();
+    throw new VdiskError('invalid-argument', 'UNKNOWN_OPTION', `Block protocol 'nbd' doesn't support the option '${unknown}'`, { path: filename });
+  }
+  return proto;
+}
+
 /** Open one layer (no backing chain linked yet). */
 export async function openLayer(name: string, opts: OpenOptions = {}): Promise<Image> {
   if (name.startsWith('json:') && jsonNames) {
@@ -147,7 +170,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
   let entry: FormatEntry | undefined;
   // protocol drivers named as the format (driver=file, driver=null-co): raw bytes, reported under that name
   let protocolName: string | undefined;
-  if (opts.format !== undefined && (opts.format === 'file' || opts.format === 'host_device' || NULL_PROTOCOLS.has(opts.format))) {
+  if (opts.format !== undefined && (opts.format === 'file' || opts.format === 'host_device' || opts.format === 'nbd' || NULL_PROTOCOLS.has(opts.format))) {
     protocolName = opts.format;
     entry = findFormat('raw');
   } else if (opts.format !== undefined) {
@@ -157,10 +180,12 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     }
   }
   const options = { ...(opts.options ?? {}) };
+  const nbdPrefix = protocolName === 'nbd' ? '' : options['file.driver'] === 'nbd' ? 'file.' : undefined;
   const proto = protocolName !== undefined && NULL_PROTOCOLS.has(protocolName)
     ? NullProtocol.open(protocolName, opts.options ?? {})
-    : options['file.driver'] === 'blkdebug' ? await blkdebugFileProtocol(filename, readOnly, options)
-      : await openProtocol(filename, readOnly, opts.cache);
+    : nbdPrefix !== undefined ? await nbdFileProtocol(filename, readOnly, options, nbdPrefix)
+      : options['file.driver'] === 'blkdebug' ? await blkdebugFileProtocol(filename, readOnly, options)
+        : await openProtocol(filename, readOnly, opts.cache);
   try {
     if (protocolName === 'host_device') await requireDevice(filename);
     let probed = false;
@@ -190,7 +215,9 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
         '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
         "         Specify the 'raw' format explicitly to remove the restrictions.\n");
     }
-    return new Image(layer, proto, { filename, format: protocolName ?? entry.name, probed, readOnly }, backing);
+    // a network node is named as its driver names it (nbd's canonical URI), not as it was typed
+    const shownName = proto.protocol === 'nbd' ? proto.filename : filename;
+    return new Image(layer, proto, { filename: shownName, format: protocolName ?? entry.name, probed, readOnly }, backing);
   } catch (e) {
     await proto.close().catch(() => undefined);
     throw e;

@@ -45,7 +45,7 @@ export async function openForCommand(
     });
   } catch (e) {
     // with --image-opts qemu names the image by the whole option string it was given
-    throw wrapOpen(args.imageOpts ? name : spec.filename, e);
+    throw wrapOpen(args.imageOpts ? name : spec.openName ?? spec.filename, e);
   }
 }
 

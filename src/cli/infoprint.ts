@@ -16,7 +16,8 @@ export interface InfoData {
   actualSize?: number;
   clusterSize?: number;
   encrypted?: boolean;
-  dirty: boolean;
+  /** Absent where qemu's bdrv_get_info fails (raw over a protocol that has none: nbd). */
+  dirty?: boolean;
   backingFilename?: string;
   fullBackingFilename?: string;
   backingFormat?: string;
@@ -30,8 +31,8 @@ export async function imageInfo(img: Image): Promise<InfoData> {
     filename: img.filename,
     format: img.format,
     virtualSize: img.size,
-    dirty: li.dirty ?? false,
   };
+  if (!(img.protocol.protocol === 'nbd' && (img.format === 'raw' || img.format === 'nbd'))) d.dirty = li.dirty ?? false;
   const actual = await img.allocatedSize();
   if (actual !== undefined) d.actualSize = actual;
   if (li.clusterSize !== undefined) d.clusterSize = li.clusterSize;

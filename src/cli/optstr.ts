@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
 import type { SecretStore } from '../block/driver.js';
-import { setJsonNameParser } from '../block/open.js';
+import { canonicalNbdName, nbdTargetFromOptions, setJsonNameParser } from '../block/open.js';
 
 export type OptPairs = Array<[string, string]>;
 
@@ -135,6 +135,8 @@ export interface ImageSpec {
   filename: string;
   format?: string;
   options: Record<string, string>;
+  /** The name "Could not open" shows when it is not `filename` (an NBD node built from json: options). */
+  openName?: string;
 }
 
 export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
@@ -153,6 +155,8 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
     return { filename: arg, options: {} };
   }
   const driver = flat['driver'];
+  const nbd = nbdSpec(arg, flat);
+  if (nbd) return nbd;
   const protocolOnly = driver === 'null-co' || driver === 'null-aio';
   // a filter above a format (blkdebug) names its file inside its `image` child
   const childFile = driver === 'blkdebug' ? flat['image.file.filename'] ?? flat['image.filename']
@@ -171,6 +175,20 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
     else options[k] = v;
   }
   return format !== undefined ? { filename, format, options } : { filename, options };
+}
+
+/**
+ * driver=nbd (or file.driver=nbd below a format) with the server in options: the node is named by
+ * its canonical URI, and the options go down to the NBD driver as they are.
+ */
+function nbdSpec(arg: string, flat: Record<string, string>): ImageSpec | undefined {
+  const prefix = flat['driver'] === 'nbd' ? '' : flat['file.driver'] === 'nbd' ? 'file.' : undefined;
+  if (prefix === undefined || flat[`${prefix}filename`] !== undefined) return undefined;
+  const filename = canonicalNbdName(nbdTargetFromOptions(flat, prefix, arg));
+  const options: Record<string, string> = {};
+  for (const [k, v] of Object.entries(flat)) if (k !== 'driver') options[k] = v;
+  const format = flat['driver'];
+  return format !== undefined ? { filename, format, options, openName: arg } : { filename, options, openName: arg };
 }
 
 // backing files named json:{...} are opened by the block layer with this reading of them

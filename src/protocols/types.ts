@@ -30,6 +30,8 @@ export interface ProtocolExtent {
   length: number;
   /** false where the host file has a hole (reads as zeros, takes no space). */
   data: boolean;
+  /** Whether the run reads as zeros, when the protocol knows it apart from `data` (NBD). Absent: `!data`. */
+  zero?: boolean;
 }
 
 export interface Protocol {
@@ -47,7 +49,8 @@ export interface Protocol {
   pwrite(buf: Uint8Array, offset: number): Promise<void>;
   /** Current length in bytes. */
   size(): Promise<number>;
-  truncate(size: number, prealloc?: Preallocation): Promise<void>;
+  /** `exact`: the user asked for this size (resize), not just room for it (create). */
+  truncate(size: number, prealloc?: Preallocation, exact?: boolean): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
   /** Bytes the host really uses for this file (st_blocks * 512), as qemu's "disk size". */
@@ -58,4 +61,6 @@ export interface Protocol {
   writeZeroes?(offset: number, length: number, punch: boolean): Promise<void>;
   /** Give [offset, offset+length) back to the host; contents become zeros on a file. */
   discard?(offset: number, length: number): Promise<void>;
+  /** false: "creating" this protocol's file leaves old contents (an NBD export), so it does not start as zeros. */
+  readonly zeroInit?: boolean;
 }

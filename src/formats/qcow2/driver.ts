@@ -87,7 +87,7 @@ export async function openQcow2(proto: Protocol, ctx: OpenContext): Promise<Form
 
 /** Grow a freshly created image through the layer, for preallocated creation (as qemu does). */
 async function growNew(ctx: CreateContext, filename: string, size: number, prealloc: Qcow2CreateParams['prealloc']): Promise<void> {
-  const proto = await FileProtocol.open(filename, { readOnly: false });
+  const proto = ctx.reopenFile ? await ctx.reopenFile(filename) : await FileProtocol.open(filename, { readOnly: false });
   const dir = dirname(filename);
   const octx: OpenContext = {
     filename, readOnly: false, secrets: ctx.secrets,
@@ -99,7 +99,11 @@ async function growNew(ctx: CreateContext, filename: string, size: number, preal
   try {
     const layer = await openQcow2(proto, octx);
     try {
-      await layer.truncate!(size, { prealloc, shrink: false });
+      await layer.truncate!(size, { prealloc, shrink: false }).catch((e: unknown) => {
+        // qemu's qcow2 create grows the new image as a resize and says so when that fails
+        if (!(e instanceof VdiskError)) throw e;
+        throw new VdiskError(e.kind, e.code, `Could not resize image: ${e.message}`, e.context, e);
+      });
       await layer.flush?.();
     } finally {
       await layer.close();

@@ -13,6 +13,8 @@ import type { Preallocation, Protocol } from '../../protocols/types.js';
 
 /** qemu's file driver writes the first block on create so later allocation is cheaper to find. */
 const FIRST_BLOCK_BYTES = 4096;
+/** What qemu zeroes at the start of a "created" file that already existed (an NBD export). */
+const EXISTING_HEAD_BYTES = 512;
 /** The sector size O_DIRECT requests are aligned to. */
 const DIRECT_IO_ALIGNMENT = 512;
 
@@ -26,6 +28,11 @@ class RawLayer implements FormatLayer {
     private readonly fixedSize: boolean,
     private readonly directIo = false,
   ) {}
+
+  /** A new raw image reads as zeros only where its protocol starts out zeroed (not an NBD export). */
+  get zeroInit(): boolean {
+    return this.proto.zeroInit !== false;
+  }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
     await this.proto.pread(buf, this.base + offset);
@@ -54,7 +61,11 @@ class RawLayer implements FormatLayer {
     if (this.directIo && ext.data && (offset + n) % DIRECT_IO_ALIGNMENT !== 0) {
       n = Math.min(length, Math.ceil((offset + n) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT - offset);
     }
-    return { length: n, allocated: true, data: ext.data, zero: !ext.data, hostOffset: this.base + offset };
+    const zero = ext.zero ?? !ext.data;
+    // qemu counts a protocol run as allocated when it is data or reads as zeros: an NBD hole that
+    // is not known to be zero (or a dirty x-dirty-bitmap run) is unallocated, contents unknown
+    if (!ext.data && !zero) return { length: n, allocated: false, data: false, zero: false, unknownContents: true };
+    return { length: n, allocated: true, data: ext.data, zero, hostOffset: this.base + offset };
   }
 
   async info(): Promise<LayerInfo> {
@@ -72,7 +83,7 @@ class RawLayer implements FormatLayer {
     if (opts.prealloc === 'metadata') {
       throw new VdiskError('unsupported', 'RAW_PREALLOC', 'Unsupported preallocation mode: metadata', { format: 'raw' });
     }
-    await this.proto.truncate(size, opts.prealloc);
+    await this.proto.truncate(size, opts.prealloc, true);
     this.size = size;
   }
 
@@ -125,7 +136,9 @@ export const rawDriver: FormatDriver = {
     try {
       await proto.truncate(size, prealloc as Preallocation);
       if (prealloc === 'off' && size > 0) {
-        await proto.pwrite(new Uint8Array(Math.min(FIRST_BLOCK_BYTES, size)), 0);
+        // an existing export (nbd) is not created: qemu only wipes its first sector
+        const head = proto.zeroInit === false ? EXISTING_HEAD_BYTES : FIRST_BLOCK_BYTES;
+        await proto.pwrite(new Uint8Array(Math.min(head, size)), 0);
       }
     } finally {
       await proto.close();
