@@ -119,7 +119,7 @@ export function setJsonNameParser(fn: (name: string) => JsonNameSpec): void {
 async function blkdebugFileProtocol(filename: string, readOnly: boolean, options: Record<string, string>): Promise<Protocol> {
   const rules = new BlkdebugRules([
     ...(options['file.config'] !== undefined ? await loadConfigRules(options['file.config']) : []),
-    ...rulesFromOptions(options, 'file.inject-error.'),
+    ...rulesFromOptions(options, 'file.'),
   ]);
   for (const k of Object.keys(options)) if (k.startsWith('file.')) delete options[k];
   return new BlkdebugProtocol(await FileProtocol.open(filename, { readOnly }), rules, filename);

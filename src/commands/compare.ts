@@ -153,8 +153,13 @@ export default async function compareCommand(argv: string[], cli: Cli): Promise<
     cli.fail(e);
     return EXIT_OPEN_ERROR;
   }
+  // qemu-img's stdout is a stdio stream, fully buffered when it is not a terminal: its few lines
+  // reach a pipe at exit, after any error already written to stderr (iotest 074)
+  const held: string[] = [];
   const say = (s: string): void => {
-    if (!quiet) cli.out(s);
+    if (quiet) return;
+    if (cli.isTTY) cli.out(s);
+    else held.push(s);
   };
   const total = Math.max(i1.size, i2.size);
   const progress = new Progress(progressOn, (s) => cli.out(s));
@@ -182,8 +187,12 @@ export default async function compareCommand(argv: string[], cli: Cli): Promise<
     cli.fail(e);
     return EXIT_IO_ERROR;
   } finally {
-    progress.finish();
+    // compare's progress ends with a bare newline after the result line (no closing 100 %)
+    if (progressOn) progress.detach();
+    else progress.finish();
     await i1.close();
     await i2.close();
+    const tail = held.join('') + (progressOn ? '\n' : '');
+    if (tail !== '') cli.out(tail);
   }
 }

@@ -58,4 +58,10 @@ export interface Protocol {
   writeZeroes?(offset: number, length: number, punch: boolean): Promise<void>;
   /** Give [offset, offset+length) back to the host; contents become zeros on a file. */
   discard?(offset: number, length: number): Promise<void>;
+  /**
+   * A format above says which kind of request comes next (qemu's BLKDBG_EVENT names: "read_aio"
+   * before guest data is read, "write_aio" before it is written, ...). Only debugging filters
+   * (blkdebug) listen; everything else leaves it out.
+   */
+  debugEvent?(event: string): void;
 }

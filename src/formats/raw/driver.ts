@@ -28,10 +28,12 @@ class RawLayer implements FormatLayer {
   ) {}
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.proto.debugEvent?.('read_aio');
     await this.proto.pread(buf, this.base + offset);
   }
 
   async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.proto.debugEvent?.('write_aio');
     await this.proto.pwrite(buf, this.base + offset);
   }
 
