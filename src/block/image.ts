@@ -32,6 +32,8 @@ export interface ImageOpenInfo {
   /** The format was guessed by probing (raw then restricts writes to block 0, like qemu). */
   probed: boolean;
   readOnly: boolean;
+  /** The name qemu shows (info's "image:") when it is not `filename` (blkdebug/quorum option trees). */
+  displayName?: string;
 }
 
 const ZERO_STATUS_CHUNK = 1 << 30;
@@ -50,6 +52,9 @@ export class Image {
 
   get filename(): string {
     return this.meta.filename;
+  }
+  get displayName(): string {
+    return this.meta.displayName ?? this.meta.filename;
   }
   get format(): string {
     return this.meta.format;

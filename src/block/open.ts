@@ -17,6 +17,7 @@ export { parseCacheMode, type CacheMode } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
 import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName, rulesFromOptions } from '../protocols/blkdebug.js';
 import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
+import { openQuorum } from './quorum-open.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -41,6 +42,8 @@ export interface OpenOptions {
   check?: boolean;
   /** Cache mode of the top image and the files it names (-t); default writeback. */
   cache?: CacheMode;
+  /** The name qemu shows for the top image when it is not the filename (blkdebug/quorum trees). */
+  displayName?: string;
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -133,6 +136,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     return openLayer(spec.filename, { ...opts, options: { ...spec.options, ...(opts.options ?? {}) }, ...(format !== undefined ? { format } : {}) });
   }
   if (opts.format === 'blkdebug') return openBlkdebugFilter(name, opts);
+  if (opts.format === 'quorum' || opts.options?.['file.driver'] === 'quorum') return openQuorum(name, opts, openImage);
   // a driver named as the format (driver=null-co) needs no host path
   const filename = opts.format !== undefined && NULL_PROTOCOLS.has(opts.format) ? name : hostPath(name);
   const readOnly = opts.readOnly ?? true;
@@ -181,7 +185,9 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
         '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
         "         Specify the 'raw' format explicitly to remove the restrictions.\n");
     }
-    return new Image(layer, proto, { filename, format: protocolName ?? entry.name, probed, readOnly }, backing);
+    return new Image(layer, proto, {
+      filename, format: protocolName ?? entry.name, probed, readOnly, ...(opts.displayName !== undefined ? { displayName: opts.displayName } : {}),
+    }, backing);
   } catch (e) {
     await proto.close().catch(() => undefined);
     throw e;

@@ -5,7 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
-import type { SecretStore } from '../block/driver.js';
+import type { JsonObject, SecretStore } from '../block/driver.js';
+import { filterTreeName } from './nodename.js';
 import { setJsonNameParser } from '../block/open.js';
 
 export type OptPairs = Array<[string, string]>;
@@ -100,12 +101,16 @@ export interface ImageSpec {
   filename: string;
   format?: string;
   options: Record<string, string>;
+  /** The name qemu shows for the image when it differs from what was given (blkdebug/quorum trees). */
+  displayName?: string;
 }
 
 export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   let flat: Record<string, string>;
+  let tree: JsonObject;
   if (imageOpts) {
     flat = Object.fromEntries(parseOptString(arg));
+    tree = flat;
   } else if (arg.startsWith('json:')) {
     let parsed: unknown;
     try {
@@ -114,10 +119,23 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
       throw new VdiskError('invalid-argument', 'BAD_JSON', `Could not parse the JSON options: ${(e as Error).message}`, { path: arg });
     }
     flat = flattenJson(parsed);
+    tree = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed as JsonObject : {};
   } else {
     return { filename: arg, options: {} };
   }
+  const displayName = filterTreeName(tree);
+  const spec = imageSpecFromFlat(flat, arg);
+  return displayName !== undefined ? { ...spec, displayName } : spec;
+}
+
+function imageSpecFromFlat(flat: Record<string, string>, arg: string): ImageSpec {
   const driver = flat['driver'];
+  // quorum has no file of its own: its children are opened from the options it keeps
+  if (driver === 'quorum' || flat['file.driver'] === 'quorum') {
+    const options: Record<string, string> = {};
+    for (const [k, v] of Object.entries(flat)) if (k !== 'driver') options[k] = v;
+    return driver !== undefined ? { filename: '', format: driver, options } : { filename: '', options };
+  }
   const protocolOnly = driver === 'null-co' || driver === 'null-aio';
   // a filter above a format (blkdebug) names its file inside its `image` child
   const childFile = driver === 'blkdebug' ? flat['image.file.filename'] ?? flat['image.filename']

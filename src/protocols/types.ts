@@ -64,4 +64,6 @@ export interface Protocol {
    * (blkdebug) listen; everything else leaves it out.
    */
   debugEvent?(event: string): void;
+  /** false where an offset here is no place in one host file (quorum): formats then report no host offsets. */
+  readonly hostOffsets?: boolean;
 }

@@ -56,7 +56,9 @@ class RawLayer implements FormatLayer {
     if (this.directIo && ext.data && (offset + n) % DIRECT_IO_ALIGNMENT !== 0) {
       n = Math.min(length, Math.ceil((offset + n) / DIRECT_IO_ALIGNMENT) * DIRECT_IO_ALIGNMENT - offset);
     }
-    return { length: n, allocated: true, data: ext.data, zero: !ext.data, hostOffset: this.base + offset };
+    const st: LayerStatus = { length: n, allocated: true, data: ext.data, zero: !ext.data };
+    if (this.proto.hostOffsets !== false) st.hostOffset = this.base + offset;
+    return st;
   }
 
   async info(): Promise<LayerInfo> {
