@@ -12,7 +12,7 @@
  * Rules are inject-error and set-state rules, from `[inject-error]`/`[set-state]` sections or
  * `inject-error.N.*`/`set-state.N.*` options, with qemu's state machine (BlkdebugRules). Events
  * come from the format above through `Protocol.debugEvent`: vdisk's formats signal "read_aio" and
- * "write_aio" before guest data requests. A rule naming an event no vdisk format signals is
+ * "write_aio" before guest data requests, qcow2 "cluster_free" when it gives clusters back. A rule naming an event no vdisk format signals is
  * refused by name rather than silently never firing.
  */
 import { readFile } from 'node:fs/promises';
@@ -36,7 +36,7 @@ const KNOWN_EVENTS = new Set([
   'pwritev', 'pwritev_zero', 'pwritev_done', 'empty_image_prepare', 'l1_shrink_write_table',
   'l1_shrink_free_l2_clusters', 'cor_write', 'cluster_alloc_space', 'none',
 ]);
-const SUPPORTED_EVENTS = new Set(['none', 'read_aio', 'write_aio']);
+const SUPPORTED_EVENTS = new Set(['none', 'read_aio', 'write_aio', 'cluster_free']);
 
 /** errno numbers a rule may name, with the names vdisk's errors carry (Linux numbering). */
 const ERRNO_NAMES: Record<number, string> = {

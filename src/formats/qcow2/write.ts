@@ -530,7 +530,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return {
       create: (name, date) => this.serial(async () => { await ed.create(name, date); done(); }),
       apply: (idOrName) => this.serial(async () => { await ed.apply(idOrName); done(); }),
-      delete: (name) => this.serial(async () => { await ed.delete(name); done(); }),
+      delete: (name, report) => this.serial(async () => { await ed.delete(name, report); done(); }),
     };
   }
 
