@@ -99,8 +99,11 @@ async function openBlkdebugFilter(filename: string, opts: OpenOptions): Promise<
     ...(parts.innerFormat !== undefined ? { format: parts.innerFormat } : { format: undefined }),
   });
   const readOnly = opts.readOnly ?? true;
-  return new Image(new BlkdebugLayer(inner, parts.rules), inner.protocol,
-    { filename, format: 'blkdebug', probed: false, readOnly }, new MutableBackingReader());
+  // the filter's own node reports no disk usage, as qemu's blkdebug ("disk size: unavailable")
+  const node = new BlkdebugProtocol(inner.protocol, new BlkdebugRules([]), filename);
+  return new Image(new BlkdebugLayer(inner, parts.rules), node, {
+    filename, format: 'blkdebug', probed: false, readOnly, ...(opts.displayName !== undefined ? { displayName: opts.displayName } : {}),
+  }, new MutableBackingReader());
 }
 
 async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {

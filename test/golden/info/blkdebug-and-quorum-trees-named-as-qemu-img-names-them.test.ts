@@ -51,3 +51,10 @@ test('info names a quorum tree as json: and cannot resolve a relative backing na
     ['info', '--image-opts', `driver=quorum,vote-threshold=1,children.0.driver=qcow2,children.0.file.filename=${d}/t.qcow2`],
   ]);
 });
+
+test('info of blkdebug above a format shows the filter node: no backing file, no format details, no disk size', () => {
+  both((d) => [
+    ['info', `json:{'driver':'blkdebug','image':{'driver':'qcow2','file':{'driver':'file','filename':'${d}/t.qcow2'}}}`],
+    ['info', '--output=json', `json:{'driver':'blkdebug','inject-error':[{'event':'read_aio'}],'image':{'driver':'qcow2','file':{'filename':'${d}/t.qcow2'}}}`],
+  ]);
+});
