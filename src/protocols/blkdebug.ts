@@ -15,7 +15,7 @@
  * "write_aio" before guest data requests, qcow2 "cluster_free" when it gives clusters back. A rule naming an event no vdisk format signals is
  * refused by name rather than silently never firing.
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { VdiskError } from '../block/errors.js';
 import type { Preallocation, Protocol, ProtocolExtent } from './types.js';
 
@@ -226,12 +226,39 @@ export function parseBlkdebugName(name: string): { config: string; file: string 
   return { config: rest.slice(0, colon), file: rest.slice(colon + 1) };
 }
 
+/**
+ * Largest blkdebug config file read: real ones hold a few rules (well under a KiB), and a name
+ * like /dev/zero would otherwise be read without end.
+ */
+export const MAX_BLKDEBUG_CONFIG_BYTES = 1 << 20;
+
+async function readBounded(path: string): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(MAX_BLKDEBUG_CONFIG_BYTES + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    if (n > MAX_BLKDEBUG_CONFIG_BYTES) {
+      throw new VdiskError('limit', 'BLKDEBUG_CONFIG_TOO_LARGE',
+        `Could not read blkdebug config file: larger than ${MAX_BLKDEBUG_CONFIG_BYTES} bytes`, { path });
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
 export async function loadConfigRules(config: string): Promise<BlkdebugRule[]> {
   if (config === '') return [];
   let text: string;
   try {
-    text = await readFile(config, 'utf8');
+    text = await readBounded(config);
   } catch (e) {
+    if (e instanceof VdiskError) throw e;
     const code = (e as { code?: string }).code;
     const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : 'Input/output error';
     throw new VdiskError(code === 'ENOENT' ? 'not-found' : 'io', 'BLKDEBUG_CONFIG', `Could not read blkdebug config file: ${why}`);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  BlkdebugRules, parseBlkdebugName, parseConfig, rulesFromOptions, loadConfigRules,
+  BlkdebugRules, parseBlkdebugName, parseConfig, rulesFromOptions, loadConfigRules, MAX_BLKDEBUG_CONFIG_BYTES,
 } from '../../../dist/protocols/blkdebug.js';
 import { openImage } from '../../../dist/block/open.js';
 import { scratch } from '../../helpers/oracle.ts';
@@ -111,4 +111,14 @@ test('set-state rules come from set-state.N options as well', () => {
   const rules = new BlkdebugRules(rulesFromOptions({ 'set-state.0.event': 'read_aio', 'set-state.0.new_state': '42' }));
   rules.event('read_aio');
   assert.equal(rules.currentState, 42);
+});
+
+test('a blkdebug config file larger than MAX_BLKDEBUG_CONFIG_BYTES is refused as a limit, one at the limit is read', async () => {
+  const d = scratch();
+  const rule = '[inject-error]\nevent = "none"\n';
+  writeFileSync(join(d, 'ok.conf'), rule + '#'.repeat(MAX_BLKDEBUG_CONFIG_BYTES - rule.length));
+  assert.equal((await loadConfigRules(join(d, 'ok.conf'))).length, 1);
+  writeFileSync(join(d, 'big.conf'), rule + '#'.repeat(MAX_BLKDEBUG_CONFIG_BYTES - rule.length + 1));
+  await assert.rejects(loadConfigRules(join(d, 'big.conf')), (e: Error & { kind?: string }) => e.kind === 'limit');
+  await assert.rejects(loadConfigRules('/dev/zero'), (e: Error & { kind?: string }) => e.kind === 'limit');
 });
