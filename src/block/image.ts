@@ -34,6 +34,8 @@ export interface ImageOpenInfo {
   readOnly: boolean;
   /** The name qemu shows (info's "image:") when it is not `filename` (blkdebug/quorum option trees). */
   displayName?: string;
+  /** The name qemu shows for the image's file node then (map's "File" column). */
+  fileDisplayName?: string;
 }
 
 const ZERO_STATUS_CHUNK = 1 << 30;
@@ -191,7 +193,7 @@ export class Image {
       const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
       if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;
       if (st.hostFile !== undefined) r.hostFile = st.hostFile;
-      else if (st.hostOffset !== undefined) r.hostFile = this.filename;
+      else if (st.hostOffset !== undefined) r.hostFile = this.meta.fileDisplayName ?? this.filename;
       if (st.compressed) r.compressed = true;
       return r;
     }
@@ -201,7 +203,7 @@ export class Image {
       // an unallocated subcluster of an allocated cluster still has a place in the file (qemu shows it)
       if (!below && st.hostOffset !== undefined) {
         r.hostOffset = st.hostOffset;
-        r.hostFile = st.hostFile ?? this.filename;
+        r.hostFile = st.hostFile ?? this.meta.fileDisplayName ?? this.filename;
       }
       return r;
     }

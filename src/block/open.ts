@@ -44,6 +44,8 @@ export interface OpenOptions {
   cache?: CacheMode;
   /** The name qemu shows for the top image when it is not the filename (blkdebug/quorum trees). */
   displayName?: string;
+  /** The name qemu shows for the top image's file node then (map's "File" column). */
+  fileDisplayName?: string;
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -190,6 +192,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     }
     return new Image(layer, proto, {
       filename, format: protocolName ?? entry.name, probed, readOnly, ...(opts.displayName !== undefined ? { displayName: opts.displayName } : {}),
+      ...(opts.fileDisplayName !== undefined ? { fileDisplayName: opts.fileDisplayName } : {}),
     }, backing);
   } catch (e) {
     await proto.close().catch(() => undefined);

@@ -43,6 +43,7 @@ export async function openForCommand(
       secrets: args.secrets,
       ...(args.warn ? { warn: args.warn } : {}),
       ...(spec.displayName !== undefined ? { displayName: spec.displayName } : {}),
+      ...(spec.fileDisplayName !== undefined ? { fileDisplayName: spec.fileDisplayName } : {}),
     });
   } catch (e) {
     // with --image-opts qemu names the image by the whole option string it was given

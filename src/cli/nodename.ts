@@ -111,10 +111,24 @@ export function compactJson(v: JsonValue): string {
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
 }
 
+function nameOf(d: Described): string {
+  return d.name ?? `json:${compactJson(qdictOrderDeep(d.full))}`;
+}
+
 /** The name qemu shows for this tree of options, when blkdebug or quorum is in it. */
 export function filterTreeName(tree: JsonObject): string | undefined {
+  return filterTreeNames(tree)?.name;
+}
+
+/**
+ * The tree's name and, for a format node, its file node's name (map's "File" column), when
+ * blkdebug or quorum is in the tree.
+ */
+export function filterTreeNames(tree: JsonObject): { name: string; fileName?: string } | undefined {
   const nested = unflatten(tree);
   if (!mentionsFilters(nested)) return undefined;
   const d = describeNode(nested);
-  return d.name ?? `json:${compactJson(qdictOrderDeep(d.full))}`;
+  const driver = nested['driver'];
+  const isFormat = driver !== undefined && driver !== 'file' && driver !== 'blkdebug' && driver !== 'quorum';
+  return isFormat && nested['file'] !== undefined ? { name: nameOf(d), fileName: nameOf(describeNode(nested['file'])) } : { name: nameOf(d) };
 }

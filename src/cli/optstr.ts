@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
 import type { JsonObject, SecretStore } from '../block/driver.js';
-import { filterTreeName } from './nodename.js';
+import { filterTreeNames } from './nodename.js';
 import { setJsonNameParser } from '../block/open.js';
 
 export type OptPairs = Array<[string, string]>;
@@ -103,6 +103,8 @@ export interface ImageSpec {
   options: Record<string, string>;
   /** The name qemu shows for the image when it differs from what was given (blkdebug/quorum trees). */
   displayName?: string;
+  /** The name qemu shows for the image's file node then (map's "File" column). */
+  fileDisplayName?: string;
 }
 
 export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
@@ -123,9 +125,10 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   } else {
     return { filename: arg, options: {} };
   }
-  const displayName = filterTreeName(tree);
+  const names = filterTreeNames(tree);
   const spec = imageSpecFromFlat(flat, arg);
-  return displayName !== undefined ? { ...spec, displayName } : spec;
+  if (!names) return spec;
+  return { ...spec, displayName: names.name, ...(names.fileName !== undefined ? { fileDisplayName: names.fileName } : {}) };
 }
 
 function imageSpecFromFlat(flat: Record<string, string>, arg: string): ImageSpec {

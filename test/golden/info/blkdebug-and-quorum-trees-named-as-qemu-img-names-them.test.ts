@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemuImg, scratch, vdisk, type RunResult } from '../../helpers/oracle.ts';
+import { qemuImg, qemuIo, scratch, vdisk, type RunResult } from '../../helpers/oracle.ts';
 
 // qemu rebuilds an image's name from its tree of block nodes: blkdebug without rules of its own
 // is `blkdebug:CONFIG:FILE`, and trees it cannot name (blkdebug rules, any quorum) print as
@@ -57,4 +57,17 @@ test('info of blkdebug above a format shows the filter node: no backing file, no
     ['info', `json:{'driver':'blkdebug','image':{'driver':'qcow2','file':{'driver':'file','filename':'${d}/t.qcow2'}}}`],
     ['info', '--output=json', `json:{'driver':'blkdebug','inject-error':[{'event':'read_aio'}],'image':{'driver':'qcow2','file':{'filename':'${d}/t.qcow2'}}}`],
   ]);
+});
+
+test('map names the file node of a format over blkdebug as qemu-img does', () => {
+  both((d) => {
+    const r = qemuIo(['-c', 'write 0 64k', join(d, 't.qcow2')]);
+    assert.equal(r.code, 0, r.stderr);
+    return [
+      ['map', `blkdebug::${d}/t.qcow2`],
+      ['map', `json:{'driver':'qcow2','file':{'driver':'blkdebug','image':{'filename':'${d}/t.qcow2'},'set-state':[{'event':'read_aio','new_state':3}]}}`],
+      ['map', `json:{'driver':'qcow2','file':{'driver':'blkdebug','config':'${d}/bd.conf','image':{'filename':'${d}/t.qcow2'}}}`],
+      ['map', `json:{'driver':'blkdebug','image':{'driver':'qcow2','file':{'filename':'${d}/t.qcow2'}}}`],
+    ];
+  });
 });
