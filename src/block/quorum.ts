@@ -129,33 +129,90 @@ function quorumIoError(op: string, offset: number): VdiskError {
   return new VdiskError('io', 'QUORUM_NOT_REACHED', 'Input/output error', { op, offset });
 }
 
+/**
+ * One child as the quorum uses it: a protocol node (driver=file) is its protocol, which grows
+ * when written past its end; any other child is its whole image, of fixed size.
+ */
+class QuorumChild {
+  constructor(readonly img: Image) {}
+
+  private get proto(): Protocol | undefined {
+    return this.img.format === 'file' ? this.img.protocol : undefined;
+  }
+
+  size(): Promise<number> {
+    return this.proto ? this.proto.size() : Promise.resolve(this.img.size);
+  }
+
+  read(buf: Uint8Array, offset: number): Promise<void> {
+    return this.proto ? this.proto.pread(buf, offset) : this.img.read(buf, offset);
+  }
+
+  write(buf: Uint8Array, offset: number): Promise<void> {
+    return this.proto ? this.proto.pwrite(buf, offset) : this.img.write(buf, offset);
+  }
+
+  async writeZeroes(offset: number, length: number, punch: boolean): Promise<void> {
+    const p = this.proto;
+    if (!p) return this.img.writeZeroes(offset, length, punch);
+    if (p.writeZeroes) return p.writeZeroes(offset, length, punch);
+    return p.pwrite(new Uint8Array(length), offset);
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    const p = this.proto;
+    if (!p) return this.img.discard(offset, length);
+    await p.discard?.(offset, length);
+  }
+
+  flush(): Promise<void> {
+    return this.proto ? this.proto.flush() : this.img.flush();
+  }
+
+  /** Data and zero flags of a run from `offset`; a protocol child ends at its current size. */
+  async status(offset: number, length: number): Promise<{ length: number; data: boolean }> {
+    const p = this.proto;
+    if (!p) {
+      const st = await this.img.chainStatus(offset, length);
+      return { length: st.length, data: st.data || !st.zero };
+    }
+    const size = await p.size();
+    if (offset >= size) return { length, data: false };
+    const ext = p.extent ? await p.extent(offset, Math.min(length, size - offset)) : { length: Math.min(length, size - offset), data: true };
+    return ext;
+  }
+}
+
 export class QuorumProtocol implements Protocol {
   readonly protocol = 'quorum';
   readonly hostOffsets = false;
 
+  private readonly children: readonly QuorumChild[];
+  private length = 0;
+
   private constructor(
-    private readonly children: readonly Image[],
+    private readonly images: readonly Image[],
     private readonly settings: QuorumSettings,
     readonly filename: string,
     readonly readOnly: boolean,
-    private readonly length: number,
     /** blkverify's mismatch ends the process (injected so tests can observe it). */
     private readonly abort: (message: string) => never,
-  ) {}
+  ) {
+    this.children = images.map((i) => new QuorumChild(i));
+  }
 
   static async open(children: readonly Image[], settings: QuorumSettings, filename: string, readOnly: boolean,
     abort: (message: string) => never = defaultAbort): Promise<QuorumProtocol> {
     if (settings.rewriteCorrupted && readOnly) {
       throw new VdiskError('permission', 'QUORUM_READ_ONLY', 'Block node is read-only');
     }
-    const length = children[0]!.size;
-    if (children.some((c) => c.size !== length)) {
-      throw new VdiskError('io', 'QUORUM_SIZES', 'Could not refresh total sector count: Input/output error');
-    }
-    return new QuorumProtocol(children, settings, filename, readOnly, length, abort);
+    const q = new QuorumProtocol(children, settings, filename, readOnly, abort);
+    await q.size();
+    return q;
   }
 
   async pread(buf: Uint8Array, offset: number): Promise<void> {
+    await this.size();
     const end = Math.min(buf.length, Math.max(0, this.length - offset));
     buf.fill(0, end);
     if (end === 0) return;
@@ -212,7 +269,7 @@ export class QuorumProtocol implements Protocol {
   }
 
   /** Every child is written; the write succeeds when at least the threshold of them did. */
-  private async each(op: string, offset: number, fn: (c: Image) => Promise<void>): Promise<void> {
+  private async each(op: string, offset: number, fn: (c: QuorumChild) => Promise<void>): Promise<void> {
     let ok = 0;
     let failed: unknown;
     for (const c of this.children) {
@@ -238,7 +295,13 @@ export class QuorumProtocol implements Protocol {
     return this.each('discard', offset, (c) => c.discard(offset, length));
   }
 
+  /** Every child must have the same length (files grow as they are written). */
   async size(): Promise<number> {
+    const sizes = await Promise.all(this.children.map((c) => c.size()));
+    if (sizes.some((n) => n !== sizes[0])) {
+      throw new VdiskError('io', 'QUORUM_SIZES', 'Could not refresh total sector count: Input/output error');
+    }
+    this.length = sizes[0]!;
     return this.length;
   }
 
@@ -251,13 +314,13 @@ export class QuorumProtocol implements Protocol {
   }
 
   async close(): Promise<void> {
-    for (const c of this.children) await c.close().catch(() => undefined);
+    for (const c of this.images) await c.close().catch(() => undefined);
   }
 
   /** qemu sums its children's usage. */
   async allocatedSize(): Promise<number | undefined> {
     let sum = 0;
-    for (const c of this.children) {
+    for (const c of this.images) {
       const n = await c.allocatedSize();
       if (n === undefined) return undefined;
       sum += n;
@@ -266,12 +329,12 @@ export class QuorumProtocol implements Protocol {
   }
 
   async extent(offset: number, length: number): Promise<ProtocolExtent> {
-    let len = Math.min(length, this.length - offset);
+    let len = length;
     let data = false;
     for (const c of this.children) {
-      const st = await c.chainStatus(offset, len);
+      const st = await c.status(offset, len);
       len = Math.min(len, st.length);
-      if (st.data || !st.zero) data = true;
+      if (st.data) data = true;
     }
     return { length: len, data };
   }
