@@ -66,10 +66,20 @@ export function flattenJson(v: unknown, prefix = '', out: Record<string, string>
  * qemu's JSON parser also takes 'single-quoted' strings (its test suite relies on it); convert them
  * to standard JSON strings outside of double-quoted ones, then parse.
  */
+/**
+ * Deepest nesting of objects and arrays a JSON text may have, as qemu's JSON parser allows: a
+ * deeper json:{...} name is refused before any recursion over it could exhaust the stack.
+ */
+export const MAX_JSON_NESTING = 1024;
+
 export function parseQemuJson(text: string): unknown {
   let out = '';
+  let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text[i]!;
+    if (c === '{' || c === '[') {
+      if (++depth > MAX_JSON_NESTING) throw new Error('JSON nesting depth limit exceeded');
+    } else if (c === '}' || c === ']') depth--;
     if (c === '"') {
       let j = i + 1;
       while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
