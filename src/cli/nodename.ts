@@ -11,7 +11,7 @@
  * Trees without blkdebug or quorum keep the name they were given (undefined here).
  */
 import type { JsonObject, JsonValue } from '../block/driver.js';
-import { qdictOrderDeep } from './qjson.js';
+import { MAX_JSON_NESTING, qdictOrderDeep } from './qjson.js';
 
 interface Described {
   /** A filename that says everything about the node, if there is one. */
@@ -125,6 +125,8 @@ export function filterTreeName(tree: JsonObject): string | undefined {
  * blkdebug or quorum is in the tree.
  */
 export function filterTreeNames(tree: JsonObject): { name: string; fileName?: string } | undefined {
+  // a tree deeper than JSON may nest is left to the opener to refuse; the walks here recurse
+  if (Object.keys(tree).some((k) => k.split('.').length > MAX_JSON_NESTING)) return undefined;
   const nested = unflatten(tree);
   if (!mentionsFilters(nested)) return undefined;
   const d = describeNode(nested);

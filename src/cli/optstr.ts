@@ -7,6 +7,9 @@ import { readFileSync } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
 import type { JsonObject, SecretStore } from '../block/driver.js';
 import { filterTreeNames } from './nodename.js';
+import { MAX_JSON_NESTING } from './qjson.js';
+
+export { MAX_JSON_NESTING };
 import { setJsonNameParser } from '../block/open.js';
 
 export type OptPairs = Array<[string, string]>;
@@ -66,11 +69,6 @@ export function flattenJson(v: unknown, prefix = '', out: Record<string, string>
  * qemu's JSON parser also takes 'single-quoted' strings (its test suite relies on it); convert them
  * to standard JSON strings outside of double-quoted ones, then parse.
  */
-/**
- * Deepest nesting of objects and arrays a JSON text may have, as qemu's JSON parser allows: a
- * deeper json:{...} name is refused before any recursion over it could exhaust the stack.
- */
-export const MAX_JSON_NESTING = 1024;
 
 export function parseQemuJson(text: string): unknown {
   let out = '';

@@ -26,3 +26,8 @@ test('blkdebug rule lists print flattened with their given types; quorum childre
 test('compact JSON uses qemu\'s separators', () => {
   assert.equal(compactJson({ a: [1, 'x', true], b: { c: null } }), '{"a": [1, "x", true], "b": {"c": null}}');
 });
+
+test('option keys deeper than JSON may nest give no rebuilt name (the walks over the tree recurse)', () => {
+  const deep = `${'file.'.repeat(30000)}x`;
+  assert.equal(filterTreeName({ driver: 'raw', 'file.driver': 'blkdebug', 'file.image.filename': '/a', [deep]: '1' }), undefined);
+});
