@@ -35,8 +35,10 @@ export class BlkdebugLayer implements FormatLayer {
     return r;
   }
 
-  info(): Promise<LayerInfo> {
-    return this.inner.info();
+  /** A filter has no backing file or format details of its own; qemu passes the cluster size up. */
+  async info(): Promise<LayerInfo> {
+    const below = await this.inner.info();
+    return below.clusterSize !== undefined ? { clusterSize: below.clusterSize } : {};
   }
 
   close(): Promise<void> {

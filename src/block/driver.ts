@@ -90,8 +90,8 @@ export interface SnapshotOps {
   create(name: string, date: { sec: number; nsec: number }): Promise<void>;
   /** Revert the active layer to the snapshot with this id or name. */
   apply(idOrName: string): Promise<void>;
-  /** Delete the snapshot with this id or name. */
-  delete(idOrName: string): Promise<void>;
+  /** Delete the snapshot with this id or name; `report` gets what qemu prints on the way (unprefixed). */
+  delete(idOrName: string, report?: (text: string) => void): Promise<void>;
 }
 
 export type RepairMode = 'none' | 'leaks' | 'all';

@@ -32,6 +32,10 @@ export interface ImageOpenInfo {
   /** The format was guessed by probing (raw then restricts writes to block 0, like qemu). */
   probed: boolean;
   readOnly: boolean;
+  /** The name qemu shows (info's "image:") when it is not `filename` (blkdebug/quorum option trees). */
+  displayName?: string;
+  /** The name qemu shows for the image's file node then (map's "File" column). */
+  fileDisplayName?: string;
 }
 
 const ZERO_STATUS_CHUNK = 1 << 30;
@@ -50,6 +54,9 @@ export class Image {
 
   get filename(): string {
     return this.meta.filename;
+  }
+  get displayName(): string {
+    return this.meta.displayName ?? this.meta.filename;
   }
   get format(): string {
     return this.meta.format;
@@ -186,7 +193,7 @@ export class Image {
       const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
       if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;
       if (st.hostFile !== undefined) r.hostFile = st.hostFile;
-      else if (st.hostOffset !== undefined) r.hostFile = this.filename;
+      else if (st.hostOffset !== undefined) r.hostFile = this.meta.fileDisplayName ?? this.filename;
       if (st.compressed) r.compressed = true;
       return r;
     }
@@ -196,7 +203,7 @@ export class Image {
       // an unallocated subcluster of an allocated cluster still has a place in the file (qemu shows it)
       if (!below && st.hostOffset !== undefined) {
         r.hostOffset = st.hostOffset;
-        r.hostFile = st.hostFile ?? this.filename;
+        r.hostFile = st.hostFile ?? this.meta.fileDisplayName ?? this.filename;
       }
       return r;
     }

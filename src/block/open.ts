@@ -21,6 +21,7 @@ import { NbdProtocol, isNbdName } from '../protocols/nbd.js';
 import { NBD_OPTION_KEYS } from '../nbd/address.js';
 
 export { canonicalNbdName, targetFromOptions as nbdTargetFromOptions } from '../nbd/address.js';
+import { openQuorum } from './quorum-open.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -45,6 +46,10 @@ export interface OpenOptions {
   check?: boolean;
   /** Cache mode of the top image and the files it names (-t); default writeback. */
   cache?: CacheMode;
+  /** The name qemu shows for the top image when it is not the filename (blkdebug/quorum trees). */
+  displayName?: string;
+  /** The name qemu shows for the top image's file node then (map's "File" column). */
+  fileDisplayName?: string;
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -101,8 +106,11 @@ async function openBlkdebugFilter(filename: string, opts: OpenOptions): Promise<
     ...(parts.innerFormat !== undefined ? { format: parts.innerFormat } : { format: undefined }),
   });
   const readOnly = opts.readOnly ?? true;
-  return new Image(new BlkdebugLayer(inner, parts.rules), inner.protocol,
-    { filename, format: 'blkdebug', probed: false, readOnly }, new MutableBackingReader());
+  // the filter's own node reports no disk usage, as qemu's blkdebug ("disk size: unavailable")
+  const node = new BlkdebugProtocol(inner.protocol, new BlkdebugRules([]), filename);
+  return new Image(new BlkdebugLayer(inner, parts.rules), node, {
+    filename, format: 'blkdebug', probed: false, readOnly, ...(opts.displayName !== undefined ? { displayName: opts.displayName } : {}),
+  }, new MutableBackingReader());
 }
 
 async function loadDriver(entry: FormatEntry): Promise<FormatDriver> {
@@ -124,7 +132,7 @@ export function setJsonNameParser(fn: (name: string) => JsonNameSpec): void {
 async function blkdebugFileProtocol(filename: string, readOnly: boolean, options: Record<string, string>): Promise<Protocol> {
   const rules = new BlkdebugRules([
     ...(options['file.config'] !== undefined ? await loadConfigRules(options['file.config']) : []),
-    ...rulesFromOptions(options, 'file.inject-error.'),
+    ...rulesFromOptions(options, 'file.'),
   ]);
   for (const k of Object.keys(options)) if (k.startsWith('file.')) delete options[k];
   return new BlkdebugProtocol(await FileProtocol.open(filename, { readOnly }), rules, filename);
@@ -164,6 +172,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     return openLayer(spec.filename, { ...opts, options: { ...spec.options, ...(opts.options ?? {}) }, ...(format !== undefined ? { format } : {}) });
   }
   if (opts.format === 'blkdebug') return openBlkdebugFilter(name, opts);
+  if (opts.format === 'quorum' || opts.options?.['file.driver'] === 'quorum') return openQuorum(name, opts, openImage);
   // a driver named as the format (driver=null-co) needs no host path
   const filename = opts.format !== undefined && NULL_PROTOCOLS.has(opts.format) ? name : hostPath(name);
   const readOnly = opts.readOnly ?? true;
@@ -217,7 +226,10 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     }
     // a network node is named as its driver names it (nbd's canonical URI), not as it was typed
     const shownName = proto.protocol === 'nbd' ? proto.filename : filename;
-    return new Image(layer, proto, { filename: shownName, format: protocolName ?? entry.name, probed, readOnly }, backing);
+    return new Image(layer, proto, {
+      filename: shownName, format: protocolName ?? entry.name, probed, readOnly, ...(opts.displayName !== undefined ? { displayName: opts.displayName } : {}),
+      ...(opts.fileDisplayName !== undefined ? { fileDisplayName: opts.fileDisplayName } : {}),
+    }, backing);
   } catch (e) {
     await proto.close().catch(() => undefined);
     throw e;

@@ -96,9 +96,12 @@ Parameters to dd subcommand:
 
 `;
 
+const FILTER_DRIVERS = ['blkdebug', 'quorum'];
+
 export function helpText(prog: string): string {
   const syntax = COMMANDS.filter((c) => !c.extension).map((c) => `  ${c.name} ${c.usage}\n`).join('');
-  const formats = FORMATS.map((f) => f.name).sort().join(' ');
+  // the filter drivers qemu-img's option trees can name are listed with the formats, as in qemu
+  const formats = [...FORMATS.map((f) => f.name), ...FILTER_DRIVERS].sort().join(' ');
   return (
     `${versionText(prog)}` +
     'Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n' +

@@ -42,6 +42,8 @@ export async function openForCommand(
       options: { ...spec.options, ...(extra.options ?? {}) },
       secrets: args.secrets,
       ...(args.warn ? { warn: args.warn } : {}),
+      ...(spec.displayName !== undefined ? { displayName: spec.displayName } : {}),
+      ...(spec.fileDisplayName !== undefined ? { fileDisplayName: spec.fileDisplayName } : {}),
     });
   } catch (e) {
     // with --image-opts qemu names the image by the whole option string it was given

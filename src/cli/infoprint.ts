@@ -28,7 +28,7 @@ export interface InfoData {
 export async function imageInfo(img: Image): Promise<InfoData> {
   const li = await img.info();
   const d: InfoData = {
-    filename: img.filename,
+    filename: img.displayName,
     format: img.format,
     virtualSize: img.size,
   };
@@ -39,7 +39,8 @@ export async function imageInfo(img: Image): Promise<InfoData> {
   if (li.encrypted) d.encrypted = true;
   if (li.backingFile !== undefined) {
     d.backingFilename = li.backingFile;
-    d.fullBackingFilename = resolveBackingName(img.filename, li.backingFile);
+    // a quorum has no directory of its own to resolve a relative name in
+    if (img.protocol.protocol !== 'quorum') d.fullBackingFilename = resolveBackingName(img.filename, li.backingFile);
     if (li.backingFormat !== undefined) d.backingFormat = li.backingFormat;
   }
   if (li.snapshots && li.snapshots.length > 0) d.snapshots = li.snapshots;
@@ -119,9 +120,8 @@ export function printInfoHuman(d: InfoData): string {
   if (d.dirty) s += 'cleanly shut down: no\n';
   if (d.backingFilename !== undefined) {
     s += `backing file: ${d.backingFilename}`;
-    if (d.fullBackingFilename !== undefined && d.fullBackingFilename !== d.backingFilename) {
-      s += ` (actual path: ${d.fullBackingFilename})`;
-    }
+    if (d.fullBackingFilename === undefined) s += ' (cannot determine actual path)';
+    else if (d.fullBackingFilename !== d.backingFilename) s += ` (actual path: ${d.fullBackingFilename})`;
     s += '\n';
     if (d.backingFormat !== undefined) s += `backing file format: ${d.backingFormat}\n`;
   }

@@ -5,8 +5,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
-import type { SecretStore } from '../block/driver.js';
+import type { JsonObject, SecretStore } from '../block/driver.js';
 import { canonicalNbdName, nbdTargetFromOptions, setJsonNameParser } from '../block/open.js';
+import { filterTreeNames } from './nodename.js';
+import { MAX_JSON_NESTING } from './qjson.js';
+
+export { MAX_JSON_NESTING };
 
 export type OptPairs = Array<[string, string]>;
 
@@ -100,10 +104,15 @@ export function flattenJson(v: unknown, prefix = '', out: Record<string, string>
  * qemu's JSON parser also takes 'single-quoted' strings (its test suite relies on it); convert them
  * to standard JSON strings outside of double-quoted ones, then parse.
  */
+
 export function parseQemuJson(text: string): unknown {
   let out = '';
+  let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text[i]!;
+    if (c === '{' || c === '[') {
+      if (++depth > MAX_JSON_NESTING) throw new Error('JSON nesting depth limit exceeded');
+    } else if (c === '}' || c === ']') depth--;
     if (c === '"') {
       let j = i + 1;
       while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
@@ -137,12 +146,18 @@ export interface ImageSpec {
   options: Record<string, string>;
   /** The name "Could not open" shows when it is not `filename` (an NBD node built from json: options). */
   openName?: string;
+  /** The name qemu shows for the image when it differs from what was given (blkdebug/quorum trees). */
+  displayName?: string;
+  /** The name qemu shows for the image's file node then (map's "File" column). */
+  fileDisplayName?: string;
 }
 
 export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
   let flat: Record<string, string>;
+  let tree: JsonObject;
   if (imageOpts) {
     flat = Object.fromEntries(parseOptString(arg));
+    tree = flat;
   } else if (arg.startsWith('json:')) {
     let parsed: unknown;
     try {
@@ -151,12 +166,26 @@ export function parseImageSpec(arg: string, imageOpts: boolean): ImageSpec {
       throw new VdiskError('invalid-argument', 'BAD_JSON', `Could not parse the JSON options: ${(e as Error).message}`, { path: arg });
     }
     flat = flattenJson(parsed);
+    tree = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed as JsonObject : {};
   } else {
     return { filename: arg, options: {} };
   }
+  const names = filterTreeNames(tree);
+  const spec = imageSpecFromFlat(flat, arg);
+  if (!names) return spec;
+  return { ...spec, displayName: names.name, ...(names.fileName !== undefined ? { fileDisplayName: names.fileName } : {}) };
+}
+
+function imageSpecFromFlat(flat: Record<string, string>, arg: string): ImageSpec {
   const driver = flat['driver'];
   const nbd = nbdSpec(arg, flat);
   if (nbd) return nbd;
+  // quorum has no file of its own: its children are opened from the options it keeps
+  if (driver === 'quorum' || flat['file.driver'] === 'quorum') {
+    const options: Record<string, string> = {};
+    for (const [k, v] of Object.entries(flat)) if (k !== 'driver') options[k] = v;
+    return driver !== undefined ? { filename: '', format: driver, options } : { filename: '', options };
+  }
   const protocolOnly = driver === 'null-co' || driver === 'null-aio';
   // a filter above a format (blkdebug) names its file inside its `image` child
   const childFile = driver === 'blkdebug' ? flat['image.file.filename'] ?? flat['image.filename']

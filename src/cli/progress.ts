@@ -62,6 +62,11 @@ export class Progress {
     if (newline) this.write('\n');
   }
 
+  /** Stop listening for SIGUSR1 and print nothing (a command that ends its progress line itself). */
+  detach(): void {
+    process.off('SIGUSR1', this.onSignal);
+  }
+
   finish(): void {
     process.off('SIGUSR1', this.onSignal);
     if (!this.enabled) {

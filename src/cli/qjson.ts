@@ -8,6 +8,12 @@ import type { JsonObject, JsonValue } from '../block/driver.js';
 
 const QDICT_BUCKET_MAX = 512;
 
+/**
+ * Deepest nesting of objects and arrays a JSON text may have, as qemu's JSON parser allows: a
+ * deeper json:{...} name is refused before any recursion over it could exhaust the stack.
+ */
+export const MAX_JSON_NESTING = 1024;
+
 /** The string hash qemu's qdict uses (from tdb), reduced to a bucket index. */
 export function qdictBucket(key: string): number {
   const bytes = Buffer.from(key, 'utf8');

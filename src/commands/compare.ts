@@ -10,6 +10,7 @@ import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
 import { printHelp } from '../cli/common.js';
 import { Progress } from '../cli/progress.js';
+import { StdoutStream } from '../cli/stdio.js';
 import type { ChainStatus, Image } from '../block/image.js';
 import { VdiskError, strerror } from '../block/errors.js';
 import { firstDifference, firstNonZero } from '../block/bytes.js';
@@ -153,11 +154,17 @@ export default async function compareCommand(argv: string[], cli: Cli): Promise<
     cli.fail(e);
     return EXIT_OPEN_ERROR;
   }
+  // its few lines reach a pipe at exit, after any error already written to stderr (iotest 074)
+  const stdout = new StdoutStream(cli);
   const say = (s: string): void => {
-    if (!quiet) cli.out(s);
+    if (!quiet) stdout.write(s);
   };
   const total = Math.max(i1.size, i2.size);
-  const progress = new Progress(progressOn, (s) => cli.out(s));
+  // qemu fflush()es stdout after each progress line
+  const progress = new Progress(progressOn, (s) => {
+    stdout.write(s);
+    stdout.end();
+  });
   try {
     if (i1.size !== i2.size && strict) throw new Mismatch('Strict mode: Image size mismatch!');
     const common = Math.min(i1.size, i2.size);
@@ -182,8 +189,12 @@ export default async function compareCommand(argv: string[], cli: Cli): Promise<
     cli.fail(e);
     return EXIT_IO_ERROR;
   } finally {
-    progress.finish();
+    // compare's progress ends with a bare newline after the result line (no closing 100 %)
+    if (progressOn) progress.detach();
+    else progress.finish();
     await i1.close();
     await i2.close();
+    if (progressOn) stdout.write('\n');
+    stdout.end();
   }
 }

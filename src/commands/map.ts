@@ -6,6 +6,7 @@
  * merge when depth, presence, zero and data flags match and their host offsets (if any) continue
  * each other in the same file.
  */
+import { StdoutStream } from '../cli/stdio.js';
 import type { Cli } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
@@ -67,10 +68,10 @@ function humanEntry(e: MapEntry, first: boolean): string {
   return `${hex(e.start).padEnd(16)}${hex(e.length).padEnd(16)}${hex(e.offset).padEnd(16)}${e.filename ?? ''}\n`;
 }
 
-async function printMap(img: Image, start: number, end: number, fmt: OutputFormat, cli: Cli): Promise<void> {
+async function printMap(img: Image, start: number, end: number, fmt: OutputFormat, stdout: StdoutStream): Promise<void> {
   const out: string[] = [];
   const flush = (): void => {
-    if (out.length) cli.out(out.join(''));
+    if (out.length) stdout.write(out.join(''));
     out.length = 0;
   };
   let cur: MapEntry | undefined;
@@ -176,13 +177,15 @@ export default async function mapCommand(argv: string[], cli: Cli): Promise<numb
   } catch (e) {
     return cli.fail(e);
   }
+  const stdout = new StdoutStream(cli);
   try {
     const end = Math.min(img.size, start + Math.min(maxLength, Number.MAX_SAFE_INTEGER - start));
-    await printMap(img, start, end, fmt, cli);
+    await printMap(img, start, end, fmt, stdout);
     return 0;
   } catch (e) {
     return cli.fail(e);
   } finally {
     await img.close();
+    stdout.end();
   }
 }

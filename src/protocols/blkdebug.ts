@@ -9,13 +9,13 @@
  *   - `json:{"driver":"qcow2","file":{"driver":"blkdebug","image":{...},"inject-error":[...]}}` —
  *     the protocol again, from options (src/block/open.ts), as iotest 020 names a backing file.
  *
- * What vdisk does not model: the state machine (`state`, `[set-state]`, `[set-var]` sections) and
- * events other than "none", "read_aio" and "write_aio"; a rule naming another event is refused by
- * name rather than silently never firing. "read_aio"/"write_aio" rules are armed by the first read
- * or write through the filter (qemu's formats fire those events before their data requests; vdisk
- * does not tell data from metadata requests apart here).
+ * Rules are inject-error and set-state rules, from `[inject-error]`/`[set-state]` sections or
+ * `inject-error.N.*`/`set-state.N.*` options, with qemu's state machine (BlkdebugRules). Events
+ * come from the format above through `Protocol.debugEvent`: vdisk's formats signal "read_aio" and
+ * "write_aio" before guest data requests, qcow2 "cluster_free" when it gives clusters back. A rule naming an event no vdisk format signals is
+ * refused by name rather than silently never firing.
  */
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { VdiskError } from '../block/errors.js';
 import type { Preallocation, Protocol, ProtocolExtent } from './types.js';
 
@@ -36,7 +36,7 @@ const KNOWN_EVENTS = new Set([
   'pwritev', 'pwritev_zero', 'pwritev_done', 'empty_image_prepare', 'l1_shrink_write_table',
   'l1_shrink_free_l2_clusters', 'cor_write', 'cluster_alloc_space', 'none',
 ]);
-const SUPPORTED_EVENTS = new Set(['none', 'read_aio', 'write_aio']);
+const SUPPORTED_EVENTS = new Set(['none', 'read_aio', 'write_aio', 'cluster_free']);
 
 /** errno numbers a rule may name, with the names vdisk's errors carry (Linux numbering). */
 const ERRNO_NAMES: Record<number, string> = {
@@ -51,15 +51,21 @@ const STRERROR_BY_NUMBER: Record<number, string> = {
 };
 
 export interface BlkdebugRule {
+  action: 'inject-error' | 'set-state';
   event: string;
+  /** The state the filter must be in for the rule to apply; 0 for every state. */
+  state: number;
   ioTypes: ReadonlySet<BlkdebugIoType>;
   errno: number;
   /** The 512-byte sector a request must cover, or -1 for every request. */
   sector: number;
   once: boolean;
+  /** set-state: the state the event moves the filter to. */
+  newState: number;
 }
 
-const RULE_KEYS = new Set(['event', 'state', 'iotype', 'errno', 'sector', 'once', 'immediately']);
+const INJECT_KEYS = new Set(['event', 'state', 'iotype', 'errno', 'sector', 'once', 'immediately']);
+const SET_STATE_KEYS = new Set(['event', 'state', 'new_state']);
 
 function invalidValue(v: string): VdiskError {
   return new VdiskError('invalid-argument', 'BLKDEBUG_BAD_VALUE', `invalid parameter value: ${v}`);
@@ -76,10 +82,11 @@ function parseInt64(key: string, v: string): number {
   return Number(v);
 }
 
-/** One rule from its key/value pairs (config-file section or `inject-error.N.*` options). */
-export function parseRule(kv: ReadonlyMap<string, string>): BlkdebugRule {
+/** One rule from its key/value pairs (config-file section or `inject-error.N.*`/`set-state.N.*` options). */
+export function parseRule(kv: ReadonlyMap<string, string>, action: BlkdebugRule['action'] = 'inject-error'): BlkdebugRule {
+  const keys = action === 'inject-error' ? INJECT_KEYS : SET_STATE_KEYS;
   for (const k of kv.keys()) {
-    if (!RULE_KEYS.has(k)) throw new VdiskError('invalid-argument', 'BLKDEBUG_BAD_KEY', `Invalid parameter '${k}'`);
+    if (!keys.has(k)) throw new VdiskError('invalid-argument', 'BLKDEBUG_BAD_KEY', `Invalid parameter '${k}'`);
   }
   const event = kv.get('event');
   if (event === undefined) throw new VdiskError('invalid-argument', 'BLKDEBUG_NO_EVENT', "Missing event name for rule");
@@ -87,7 +94,7 @@ export function parseRule(kv: ReadonlyMap<string, string>): BlkdebugRule {
   if (!SUPPORTED_EVENTS.has(event)) {
     throw new VdiskError('unsupported', 'BLKDEBUG_EVENT', `vdisk's blkdebug does not support the event '${event}' yet`);
   }
-  if (kv.has('state')) throw new VdiskError('unsupported', 'BLKDEBUG_STATE', "vdisk's blkdebug does not support rule states yet");
+  const state = kv.has('state') ? parseInt64('state', kv.get('state')!) : 0;
   const iotype = kv.get('iotype');
   let ioTypes: Set<BlkdebugIoType>;
   if (iotype === undefined) ioTypes = new Set(DEFAULT_IO_TYPES);
@@ -96,15 +103,17 @@ export function parseRule(kv: ReadonlyMap<string, string>): BlkdebugRule {
   const errno = kv.has('errno') ? parseInt64('errno', kv.get('errno')!) : 5;
   const sector = kv.has('sector') ? parseInt64('sector', kv.get('sector')!) : -1;
   const once = kv.has('once') ? parseBool(kv.get('once')!) : false;
-  return { event, ioTypes, errno, sector, once };
+  const newState = kv.has('new_state') ? parseInt64('new_state', kv.get('new_state')!) : 0;
+  return { action, event, state, ioTypes, errno, sector, once, newState };
 }
 
-/** The `[inject-error]` sections of a blkdebug config file (other sections are refused). */
+/** The `[inject-error]` and `[set-state]` sections of a blkdebug config file (other sections are refused). */
 export function parseConfig(text: string): BlkdebugRule[] {
   const rules: BlkdebugRule[] = [];
   let cur: Map<string, string> | undefined;
+  let action: BlkdebugRule['action'] = 'inject-error';
   const flush = (): void => {
-    if (cur) rules.push(parseRule(cur));
+    if (cur) rules.push(parseRule(cur, action));
     cur = undefined;
   };
   for (const raw of text.split('\n')) {
@@ -113,9 +122,10 @@ export function parseConfig(text: string): BlkdebugRule[] {
     const sec = /^\[([^\]]*)\]$/.exec(line);
     if (sec) {
       flush();
-      if (sec[1] !== 'inject-error') {
-        throw new VdiskError('unsupported', 'BLKDEBUG_SECTION', `vdisk's blkdebug does not support [${sec[1]}] sections yet`);
+      if (sec[1] !== 'inject-error' && sec[1] !== 'set-state') {
+        throw new VdiskError('invalid-argument', 'BLKDEBUG_SECTION', `There is no option group '${sec[1]}'`);
       }
+      action = sec[1];
       cur = new Map();
       continue;
     }
@@ -127,8 +137,7 @@ export function parseConfig(text: string): BlkdebugRule[] {
   return rules;
 }
 
-/** Rules from flattened options: `inject-error.0.event=none`, `inject-error.0.sector=2048`, ... */
-export function rulesFromOptions(options: Readonly<Record<string, string>>, prefix = 'inject-error.'): BlkdebugRule[] {
+function rulesWithPrefix(options: Readonly<Record<string, string>>, prefix: string, action: BlkdebugRule['action']): BlkdebugRule[] {
   const byIndex = new Map<number, Map<string, string>>();
   for (const [k, v] of Object.entries(options)) {
     if (!k.startsWith(prefix)) continue;
@@ -138,7 +147,18 @@ export function rulesFromOptions(options: Readonly<Record<string, string>>, pref
     if (!byIndex.has(idx)) byIndex.set(idx, new Map());
     byIndex.get(idx)!.set(m[2]!, v);
   }
-  return [...byIndex.keys()].sort((a, b) => a - b).map((i) => parseRule(byIndex.get(i)!));
+  return [...byIndex.keys()].sort((a, b) => a - b).map((i) => parseRule(byIndex.get(i)!, action));
+}
+
+/**
+ * Rules from flattened options: `inject-error.0.event=none`, `set-state.0.new_state=2`, ...
+ * `prefix` is where the filter's own options start (`file.` when it is an image's protocol).
+ */
+export function rulesFromOptions(options: Readonly<Record<string, string>>, prefix = ''): BlkdebugRule[] {
+  return [
+    ...rulesWithPrefix(options, `${prefix}inject-error.`, 'inject-error'),
+    ...rulesWithPrefix(options, `${prefix}set-state.`, 'set-state'),
+  ];
 }
 
 /** The error a rule injects: an I/O error with the rule's errno, worded as strerror. */
@@ -148,25 +168,50 @@ export function injectedError(errno: number, op: string, offset: number): VdiskE
     { op, offset, ...(name ? { errno: name } : {}) });
 }
 
-/** A set of armed rules; `check` throws the first matching rule's error. */
+/**
+ * The filter's rules and state machine, as qemu documents blkdebug: the filter starts in state 1;
+ * when a format signals an event, the inject-error rules of that event (for the current state)
+ * become the active ones, replacing those armed before, and set-state rules move the state once
+ * every rule of the event was looked at. A request fails with the first active rule that covers
+ * it; a `once` rule is then forgotten. "none" rules are active from the start.
+ */
 export class BlkdebugRules {
-  private readonly rules: BlkdebugRule[];
-  /** Events seen so far: a rule applies from its event on ("none" from the start). */
-  private readonly armed = new Set<string>(['none']);
+  private rules: BlkdebugRule[];
+  private active: BlkdebugRule[];
+  private state = 1;
 
   constructor(rules: readonly BlkdebugRule[]) {
     this.rules = [...rules];
+    this.active = this.rules.filter((r) => r.action === 'inject-error' && r.event === 'none' && r.state === 0);
+  }
+
+  /** The current state (set-state rules change it). */
+  get currentState(): number {
+    return this.state;
+  }
+
+  event(name: string): void {
+    let next = this.state;
+    let armed: BlkdebugRule[] | undefined;
+    for (const r of this.rules) {
+      if (r.event !== name || (r.state !== 0 && r.state !== this.state)) continue;
+      if (r.action === 'set-state') next = r.newState;
+      else (armed ??= []).push(r);
+    }
+    if (armed) this.active = armed;
+    this.state = next;
   }
 
   check(type: BlkdebugIoType, offset: number, length: number): void {
-    if (type === 'read') this.armed.add('read_aio');
-    if (type === 'write' || type === 'write-zeroes') this.armed.add('write_aio');
-    for (let i = 0; i < this.rules.length; i++) {
-      const r = this.rules[i]!;
-      if (!this.armed.has(r.event) || !r.ioTypes.has(type)) continue;
+    for (let i = 0; i < this.active.length; i++) {
+      const r = this.active[i]!;
+      if (!r.ioTypes.has(type)) continue;
       const at = r.sector * 512;
       if (r.sector >= 0 && !(length > 0 && at >= offset && at < offset + length)) continue;
-      if (r.once) this.rules.splice(i, 1);
+      if (r.once) {
+        this.active.splice(i, 1);
+        this.rules = this.rules.filter((x) => x !== r);
+      }
       throw injectedError(r.errno, type, offset);
     }
   }
@@ -181,12 +226,39 @@ export function parseBlkdebugName(name: string): { config: string; file: string 
   return { config: rest.slice(0, colon), file: rest.slice(colon + 1) };
 }
 
+/**
+ * Largest blkdebug config file read: real ones hold a few rules (well under a KiB), and a name
+ * like /dev/zero would otherwise be read without end.
+ */
+export const MAX_BLKDEBUG_CONFIG_BYTES = 1 << 20;
+
+async function readBounded(path: string): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(MAX_BLKDEBUG_CONFIG_BYTES + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+    if (n > MAX_BLKDEBUG_CONFIG_BYTES) {
+      throw new VdiskError('limit', 'BLKDEBUG_CONFIG_TOO_LARGE',
+        `Could not read blkdebug config file: larger than ${MAX_BLKDEBUG_CONFIG_BYTES} bytes`, { path });
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
 export async function loadConfigRules(config: string): Promise<BlkdebugRule[]> {
   if (config === '') return [];
   let text: string;
   try {
-    text = await readFile(config, 'utf8');
+    text = await readBounded(config);
   } catch (e) {
+    if (e instanceof VdiskError) throw e;
     const code = (e as { code?: string }).code;
     const why = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : 'Input/output error';
     throw new VdiskError(code === 'ENOENT' ? 'not-found' : 'io', 'BLKDEBUG_CONFIG', `Could not read blkdebug config file: ${why}`);
@@ -206,6 +278,11 @@ export class BlkdebugProtocol implements Protocol {
 
   get readOnly(): boolean {
     return this.inner.readOnly;
+  }
+
+  /** A format above signals an event (qemu's BLKDBG_EVENT): it may arm rules or change the state. */
+  debugEvent(event: string): void {
+    this.rules.event(event);
   }
 
   async pread(buf: Uint8Array, offset: number): Promise<void> {

@@ -63,4 +63,12 @@ export interface Protocol {
   discard?(offset: number, length: number): Promise<void>;
   /** false: "creating" this protocol's file leaves old contents (an NBD export), so it does not start as zeros. */
   readonly zeroInit?: boolean;
+  /**
+   * A format above says which kind of request comes next (qemu's BLKDBG_EVENT names: "read_aio"
+   * before guest data is read, "write_aio" before it is written, ...). Only debugging filters
+   * (blkdebug) listen; everything else leaves it out.
+   */
+  debugEvent?(event: string): void;
+  /** false where an offset here is no place in one host file (quorum): formats then report no host offsets. */
+  readonly hostOffsets?: boolean;
 }

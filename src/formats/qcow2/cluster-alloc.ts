@@ -146,6 +146,7 @@ export class ClusterAllocator {
 
   /** Drop one reference to each cluster of [offset, offset+bytes); freed clusters are discarded in the file. */
   async release(offset: number, bytes: number, discardFreed: boolean): Promise<void> {
+    this.proto.debugEvent?.('cluster_free');
     const cs = 2 ** this.clusterBits;
     const first = Math.floor(offset / cs);
     const last = Math.floor((offset + bytes - 1) / cs);

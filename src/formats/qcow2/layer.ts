@@ -77,6 +77,7 @@ export class Qcow2Reader {
         sub.fill(0);
         return;
       case 'normal':
+        this.p.data!.debugEvent?.('read_aio');
         if (this.p.luks) await this.readEncrypted(sub, m.hostOffset!, pos);
         else await this.p.data!.pread(sub, m.hostOffset!);
         return;

@@ -246,6 +246,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     }
     if (k < 2) return 0;
     const run = await meta.alloc.allocateRun(k);
+    this.p.proto.debugEvent?.('write_aio');
     await this.p.proto.pwrite(data.subarray(0, run.count * cs), run.offset);
     for (let j = 0; j < run.count; j++) await meta.setEntry(l2off, idx + j, this.entryFor(run.offset + j * cs, false));
     return run.count * cs;
@@ -271,6 +272,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Guest bytes to their host place; encrypted images rewrite whole 512-byte sectors. */
   private async putData(buf: Uint8Array, host: number, guest: number): Promise<void> {
     const luks = this.p.luks;
+    this.p.data!.debugEvent?.('write_aio');
     if (!luks) return this.p.data!.pwrite(buf, host);
     const start = host - (host % 512);
     const end = Math.ceil((host + buf.length) / 512) * 512;
@@ -556,7 +558,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return {
       create: (name, date) => this.serial(async () => { await (await ed()).create(name, date); done(); }),
       apply: (idOrName) => this.serial(async () => { await (await ed()).apply(idOrName); done(); }),
-      delete: (name) => this.serial(async () => { await (await ed()).delete(name); done(); }),
+      delete: (name, report) => this.serial(async () => { await (await ed()).delete(name, report); done(); }),
     };
   }
 

@@ -35,10 +35,12 @@ class RawLayer implements FormatLayer {
   }
 
   async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.proto.debugEvent?.('read_aio');
     await this.proto.pread(buf, this.base + offset);
   }
 
   async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.proto.debugEvent?.('write_aio');
     await this.proto.pwrite(buf, this.base + offset);
   }
 
@@ -65,7 +67,9 @@ class RawLayer implements FormatLayer {
     // qemu counts a protocol run as allocated when it is data or reads as zeros: an NBD hole that
     // is not known to be zero (or a dirty x-dirty-bitmap run) is unallocated, contents unknown
     if (!ext.data && !zero) return { length: n, allocated: false, data: false, zero: false, unknownContents: true };
-    return { length: n, allocated: true, data: ext.data, zero, hostOffset: this.base + offset };
+    const st: LayerStatus = { length: n, allocated: true, data: ext.data, zero };
+    if (this.proto.hostOffsets !== false) st.hostOffset = this.base + offset;
+    return st;
   }
 
   async info(): Promise<LayerInfo> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { optListWantsHelp, parseOptString, parseImageSpec, splitOptString, Secrets, flattenJson } from '../../../dist/cli/optstr.js';
+import { optListWantsHelp, parseOptString, parseImageSpec, splitOptString, Secrets, flattenJson, MAX_JSON_NESTING } from '../../../dist/cli/optstr.js';
 import { isValidOptionList } from '../../../dist/cli/createopts.js';
 
 test('double commas stand for a literal comma inside a value', () => {
@@ -55,4 +55,11 @@ test('secret objects hold data, base64 data, and reject other object types', () 
   assert.equal(Buffer.from(s.get('b')!).toString(), 'hi');
   assert.throws(() => s.add('foo,id=x'), /Parameter 'qom-type' does not accept value 'foo'/);
   assert.throws(() => s.add('secret,id=a,data=again'), /duplicate/);
+});
+
+test('json: names nest up to MAX_JSON_NESTING levels; deeper ones are refused with qemu\'s message', () => {
+  const nested = (n: number): string => `json:{"driver":"raw","file.filename":"x","n":${'['.repeat(n - 1)}${']'.repeat(n - 1)}}`;
+  assert.doesNotThrow(() => parseImageSpec(nested(MAX_JSON_NESTING), false));
+  assert.throws(() => parseImageSpec(nested(MAX_JSON_NESTING + 1), false), /^.*Could not parse the JSON options: JSON nesting depth limit exceeded$/);
+  assert.throws(() => parseImageSpec(`json:${'['.repeat(100000)}`, false), /JSON nesting depth limit exceeded/);
 });

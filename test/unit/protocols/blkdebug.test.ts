@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  BlkdebugRules, parseBlkdebugName, parseConfig, rulesFromOptions, loadConfigRules,
+  BlkdebugRules, parseBlkdebugName, parseConfig, rulesFromOptions, loadConfigRules, MAX_BLKDEBUG_CONFIG_BYTES,
 } from '../../../dist/protocols/blkdebug.js';
 import { openImage } from '../../../dist/block/open.js';
 import { scratch } from '../../helpers/oracle.ts';
@@ -44,7 +44,8 @@ test('unknown keys, events and iotypes are refused with qemu\'s wording; unmodel
   assert.throws(() => parseConfig('[inject-error]\nevent = "foo"\n'), /invalid parameter value: foo/);
   assert.throws(() => parseConfig('[inject-error]\nevent = "none"\niotype = "nope"\n'), /invalid parameter value: nope/);
   assert.throws(() => parseConfig('[inject-error]\nevent = "l2_load"\n'), /does not support the event 'l2_load'/);
-  assert.throws(() => parseConfig('[set-state]\nevent = "none"\n'), /does not support \[set-state\]/);
+  assert.throws(() => parseConfig('[set-var]\nevent = "none"\n'), /There is no option group 'set-var'/);
+  assert.throws(() => parseConfig('[set-state]\nevent = "read_aio"\nerrno = "5"\n'), /Invalid parameter 'errno'/);
 });
 
 test('blkdebug:CONFIG:FILE names split at the first colon after the prefix; a missing config is qemu\'s error', async () => {
@@ -79,4 +80,45 @@ test('driver=blkdebug above a format reads the image below and injects block-sta
   await assert.rejects(img.chainStatus(0, 8192), /Input\/output error/);
   assert.equal((await img.chainStatus(1024, 1024)).data, true);
   await img.close();
+});
+
+test('rules of an event arm when a format signals it, replacing the rules armed before', () => {
+  const rules = new BlkdebugRules(parseConfig('[inject-error]\nevent = "read_aio"\nsector = "0"\n[inject-error]\nevent = "write_aio"\nerrno = "28"\n'));
+  rules.check('read', 0, 512); // nothing signalled yet: a format's metadata reads pass
+  rules.event('read_aio');
+  assert.throws(() => rules.check('read', 0, 512), /Input\/output error/);
+  rules.check('read', 512, 512);
+  rules.event('write_aio');
+  assert.throws(() => rules.check('read', 512, 512), /No space left on device/);
+});
+
+test('set-state rules move the state once an event was handled, and inject-error rules apply in their state only', () => {
+  const rules = new BlkdebugRules(parseConfig([
+    '[set-state]', 'event = "read_aio"', 'state = "1"', 'new_state = "2"',
+    '[set-state]', 'event = "read_aio"', 'state = "2"', 'new_state = "3"',
+    '[inject-error]', 'event = "read_aio"', 'state = "2"', 'errno = "28"', '',
+  ].join('\n')));
+  assert.equal(rules.currentState, 1);
+  rules.event('read_aio'); // state 1: only the first set-state applies, no error armed
+  assert.equal(rules.currentState, 2);
+  rules.check('read', 0, 512);
+  rules.event('read_aio'); // state 2: the error arms, and the state moves on to 3
+  assert.equal(rules.currentState, 3);
+  assert.throws(() => rules.check('read', 0, 512), /No space left on device/);
+});
+
+test('set-state rules come from set-state.N options as well', () => {
+  const rules = new BlkdebugRules(rulesFromOptions({ 'set-state.0.event': 'read_aio', 'set-state.0.new_state': '42' }));
+  rules.event('read_aio');
+  assert.equal(rules.currentState, 42);
+});
+
+test('a blkdebug config file larger than MAX_BLKDEBUG_CONFIG_BYTES is refused as a limit, one at the limit is read', async () => {
+  const d = scratch();
+  const rule = '[inject-error]\nevent = "none"\n';
+  writeFileSync(join(d, 'ok.conf'), rule + '#'.repeat(MAX_BLKDEBUG_CONFIG_BYTES - rule.length));
+  assert.equal((await loadConfigRules(join(d, 'ok.conf'))).length, 1);
+  writeFileSync(join(d, 'big.conf'), rule + '#'.repeat(MAX_BLKDEBUG_CONFIG_BYTES - rule.length + 1));
+  await assert.rejects(loadConfigRules(join(d, 'big.conf')), (e: Error & { kind?: string }) => e.kind === 'limit');
+  await assert.rejects(loadConfigRules('/dev/zero'), (e: Error & { kind?: string }) => e.kind === 'limit');
 });
