@@ -8,6 +8,7 @@ import { findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import { hostPath } from './filenames.js';
 import { noSecrets } from './open.js';
+import { CREATE_PERMS } from './perms.js';
 
 /**
  * Options of the file protocol that `create` accepts for every format (qemu merges them with the
@@ -65,7 +66,7 @@ export async function createImage(req: CreateRequest): Promise<void> {
     size: req.size,
     options: req.options ?? {},
     secrets: req.secrets ?? noSecrets,
-    createFile: (name) => FileProtocol.open(name, { readOnly: false, create: true }),
+    createFile: (name) => FileProtocol.open(name, { readOnly: false, create: true, lock: { perms: CREATE_PERMS, mode: 'auto' } }),
   };
   await driver.create(ctx);
 }

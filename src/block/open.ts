@@ -17,6 +17,8 @@ export { parseCacheMode, type CacheMode } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
 import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName, rulesFromOptions } from '../protocols/blkdebug.js';
 import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
+import { parseLockingMode, type LockingMode } from '../protocols/file-lock.js';
+import { filePerms } from './perms.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -31,8 +33,11 @@ export interface OpenOptions {
   secrets?: SecretStore;
   /** Force the format of the backing file (qemu: -F / backing.driver). */
   backingFormat?: string;
-  /** Open the backing images read-write too (commit writes into a lower image). Default: read-only. */
-  backingWritable?: boolean;
+  /**
+   * Open backing images read-write too (commit writes into a lower image): all of them, or those
+   * the function picks (by resolved path and depth below the top). Default: read-only.
+   */
+  backingWritable?: boolean | ((path: string, depth: number, overlay: string) => boolean | Promise<boolean>);
   /** Receives warnings qemu-img prints to stderr (e.g. a raw format guessed by probing for writing). */
   warn?: (text: string) => void;
   /** Only metadata will be read (qemu-img info): keys and data files are not required. */
@@ -41,6 +46,32 @@ export interface OpenOptions {
   check?: boolean;
   /** Cache mode of the top image and the files it names (-t); default writeback. */
   cache?: CacheMode;
+  /** -U / force-share=on: let other openers write (read-only opens only). Also for the backing chain. */
+  forceShare?: boolean;
+  /** The command resizes the image (qemu's BDRV_O_RESIZE): the resize permission is taken. */
+  resize?: boolean;
+  /** Others may not write or resize while it is open (qemu-img convert's sources). */
+  noShare?: boolean;
+  /** Opened as a backing file of another image (set by openImage). */
+  asBacking?: boolean;
+}
+
+/** The file's `locking=` option (file.locking through a format, locking on the file driver). */
+function lockingMode(options: Record<string, string>, protocolName: string | undefined): LockingMode {
+  const v = protocolName === 'file' ? options['locking'] ?? options['file.locking'] : options['file.locking'];
+  if (v === undefined) return 'auto';
+  const mode = parseLockingMode(v);
+  if (mode === undefined) throw new VdiskError('invalid-argument', 'BAD_LOCKING', `invalid parameter value: ${v}`);
+  return mode;
+}
+
+/** Lock the top file of a layer for what this open takes and shares (qemu's file-posix locks). */
+function lockLayer(proto: Protocol, opts: OpenOptions, readOnly: boolean, metadata: boolean, mode: LockingMode): void {
+  const role = opts.asBacking && readOnly ? 'backing' : 'image';
+  proto.lock?.(filePerms({
+    role, readOnly, metadata, noIo: opts.noIo === true, resize: opts.resize === true,
+    noShare: opts.noShare === true, forceShare: opts.forceShare === true,
+  }), mode, opts.warn);
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -149,6 +180,10 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
     }
   }
   const options = { ...(opts.options ?? {}) };
+  if (opts.forceShare && !readOnly) {
+    throw new VdiskError('invalid-argument', 'FORCE_SHARE_RW', 'force-share=on can only be used with read-only images', { path: filename });
+  }
+  const locking = lockingMode(options, protocolName);
   const proto = protocolName !== undefined && NULL_PROTOCOLS.has(protocolName)
     ? NullProtocol.open(protocolName, opts.options ?? {})
     : options['file.driver'] === 'blkdebug' ? await blkdebugFileProtocol(filename, readOnly, options)
@@ -162,6 +197,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
       entry = probeFormat(head, filename);
       probed = true;
     }
+    lockLayer(proto, opts, readOnly, protocolName === undefined && entry.name !== 'raw', locking);
     const driver = await loadDriver(entry);
     const backing = new MutableBackingReader();
     const dir = dirname(filename);
@@ -171,7 +207,17 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
       options,
       secrets: opts.secrets ?? noSecrets,
       backing,
-      openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro, opts.cache),
+      openFile: async (name, ro) => {
+        const p = await openProtocol(isAbsolute(name) ? name : join(dir, name), ro, opts.cache);
+        try {
+          p.lock?.(filePerms({ role: 'data', readOnly: ro, metadata: false, noIo: opts.noIo === true,
+            noShare: opts.noShare === true, forceShare: opts.forceShare === true }), locking, opts.warn);
+        } catch (e) {
+          await p.close().catch(() => undefined);
+          throw e;
+        }
+        return p;
+      },
       ...(opts.noIo ? { noIo: true } : {}),
       ...(opts.check ? { check: true } : {}),
     };
@@ -229,9 +275,12 @@ export async function openImage(filename: string, opts: OpenOptions = {}): Promi
       let below: Image;
       try {
         const fmt = forcedFormat ?? named.format;
+        const bw = opts.backingWritable;
+        const writable = typeof bw === 'function' ? await bw(path, depth, cur.filename) : bw === true;
         below = await openLayer(path, {
-          readOnly: !opts.backingWritable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets,
+          readOnly: !writable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets,
           ...(opts.cache !== undefined ? { cache: opts.cache } : {}),
+          asBacking: true, ...(opts.forceShare ? { forceShare: true } : {}),
         });
       } catch (e) {
         const err = e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${path}'`, { path });

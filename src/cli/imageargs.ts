@@ -35,17 +35,23 @@ export async function openForCommand(
     throw wrapOpen(name, e);
   }
   const format = extra.format ?? spec.format ?? args.format;
+  const fs = spec.options['force-share'];
+  if (args.forceShare && args.imageOpts && fs !== undefined && fs !== 'on') {
+    throw new VdiskError('invalid-argument', 'FORCE_SHARE_CONFLICT', '--force-share/-U conflicts with image options');
+  }
+  const forceShare = args.forceShare || fs === 'on' || fs === 'true' || extra.forceShare === true;
   try {
     return await openImage(spec.filename, {
       ...extra,
+      ...(forceShare ? { forceShare: true } : {}),
       ...(format !== undefined ? { format } : {}),
       options: { ...spec.options, ...(extra.options ?? {}) },
       secrets: args.secrets,
       ...(args.warn ? { warn: args.warn } : {}),
     });
   } catch (e) {
-    // with --image-opts qemu names the image by the whole option string it was given
-    throw wrapOpen(args.imageOpts ? name : spec.filename, e);
+    // with --image-opts or json: qemu names the image by the whole string it was given
+    throw wrapOpen(args.imageOpts || name.startsWith('json:') ? name : spec.filename, e);
   }
 }
 

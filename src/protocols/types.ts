@@ -6,6 +6,8 @@
  * layer's request checks (see src/block/limits.ts).
  */
 
+import type { FilePerms, LockingMode } from './file-lock.js';
+
 export type Preallocation = 'off' | 'metadata' | 'falloc' | 'full';
 
 /**
@@ -58,4 +60,6 @@ export interface Protocol {
   writeZeroes?(offset: number, length: number, punch: boolean): Promise<void>;
   /** Give [offset, offset+length) back to the host; contents become zeros on a file. */
   discard?(offset: number, length: number): Promise<void>;
+  /** Take image locks (file-lock.ts) for these permissions; throws a `busy` VdiskError on a conflict. */
+  lock?(perms: FilePerms, mode: LockingMode, warn?: (text: string) => void): void;
 }
