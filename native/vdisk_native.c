@@ -5,6 +5,9 @@
  *   zeroRange(fd, offset, length, punch) -> bool        FALLOC_FL_PUNCH_HOLE / FALLOC_FL_ZERO_RANGE
  *   blockDeviceSize(fd) -> number                       BLKGETSIZE64
  *   copyFileRange(fdIn, offIn, fdOut, offOut, len) -> n  copy_file_range (convert -C); 0 at EOF
+ *   ofdLocks() -> bool                                  whether F_OFD_* locks work here
+ *   lockByte(fd, offset, ofd, lock)                     shared lock / unlock of one byte
+ *   testByte(fd, offset, ofd) -> bool                   another open file holds a lock on it
  * Node-API only, so one build loads in every Node version >= 22.
  */
 #define _GNU_SOURCE
@@ -30,6 +33,9 @@ static napi_value throw_errno(napi_env env, const char *op, int err) {
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
   napi_create_error(env, code, message, &error);
   napi_set_named_property(env, error, "code", code);
+  napi_value num;
+  napi_create_int32(env, err, &num);
+  napi_set_named_property(env, error, "errno", num);
   napi_throw(env, error);
   return NULL;
 }
@@ -157,6 +163,68 @@ static napi_value copy_file_range_js(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/*
+ * Image locks are one-byte shared (F_RDLCK) locks. OFD locks belong to the open file description,
+ * so two opens of one file conflict even inside one process, exactly as between processes; the
+ * POSIX fallback (ofd false) belongs to the process and is only used when OFD locks are missing.
+ */
+static int lock_cmd(bool ofd, bool test) {
+#ifdef F_OFD_SETLK
+  if (ofd) return test ? F_OFD_GETLK : F_OFD_SETLK;
+#endif
+  return test ? F_GETLK : F_SETLK;
+}
+
+static napi_value ofd_locks(napi_env env, napi_callback_info info) {
+  (void)info;
+  bool ok = false;
+#ifdef F_OFD_GETLK
+  int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    ok = fcntl(fd, F_OFD_GETLK, &fl) == 0;
+    close(fd);
+  }
+#endif
+  napi_value v;
+  napi_get_boolean(env, ok, &v);
+  return v;
+}
+
+static napi_value lock_byte(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int64_t fd, off;
+  bool ofd, lock;
+  if (!get_args(env, info, 4, argv) || !num_i64(env, argv[0], &fd) || !num_i64(env, argv[1], &off)) return NULL;
+  napi_get_value_bool(env, argv[2], &ofd);
+  napi_get_value_bool(env, argv[3], &lock);
+  struct flock fl = {.l_type = lock ? F_RDLCK : F_UNLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
+  int r;
+  do {
+    r = fcntl((int)fd, lock_cmd(ofd, false), &fl);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return throw_errno(env, lock ? "lock" : "unlock", errno);
+  return NULL;
+}
+
+static napi_value test_byte(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int64_t fd, off;
+  bool ofd;
+  if (!get_args(env, info, 3, argv) || !num_i64(env, argv[0], &fd) || !num_i64(env, argv[1], &off)) return NULL;
+  napi_get_value_bool(env, argv[2], &ofd);
+  /* asking for an exclusive lock finds any other holder's shared lock */
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
+  int r;
+  do {
+    r = fcntl((int)fd, lock_cmd(ofd, true), &fl);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return throw_errno(env, "test lock", errno);
+  napi_value v;
+  napi_get_boolean(env, fl.l_type != F_UNLCK, &v);
+  return v;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"extent", NULL, extent, NULL, NULL, NULL, napi_default, NULL},
@@ -164,6 +232,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"zeroRange", NULL, zero_range, NULL, NULL, NULL, napi_default, NULL},
     {"blockDeviceSize", NULL, block_device_size, NULL, NULL, NULL, napi_default, NULL},
     {"copyFileRange", NULL, copy_file_range_js, NULL, NULL, NULL, napi_default, NULL},
+    {"ofdLocks", NULL, ofd_locks, NULL, NULL, NULL, napi_default, NULL},
+    {"lockByte", NULL, lock_byte, NULL, NULL, NULL, napi_default, NULL},
+    {"testByte", NULL, test_byte, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -20,6 +20,7 @@ async function openNbdForCreate(name: string): Promise<Protocol> {
   }
 }
 import { noSecrets } from './open.js';
+import { CREATE_PERMS } from './perms.js';
 
 /**
  * Options of the file protocol that `create` accepts for every format (qemu merges them with the
@@ -77,7 +78,7 @@ export async function createImage(req: CreateRequest): Promise<void> {
     size: req.size,
     options: req.options ?? {},
     secrets: req.secrets ?? noSecrets,
-    createFile: (name) => isNbdName(name) ? openNbdForCreate(name) : FileProtocol.open(name, { readOnly: false, create: true }),
+    createFile: (name) => isNbdName(name) ? openNbdForCreate(name) : FileProtocol.open(name, { readOnly: false, create: true, lock: { perms: CREATE_PERMS, mode: 'auto' } }),
     reopenFile: (name) => isNbdName(name) ? NbdProtocol.open(name, false) : FileProtocol.open(name, { readOnly: false }),
   };
   await driver.create(ctx);

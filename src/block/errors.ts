@@ -87,6 +87,7 @@ const STRERROR: Record<string, string> = {
   ECONNREFUSED: 'Connection refused',
   E2BIG: 'Argument list too long',
   ERANGE: 'Numerical result out of range',
+  ENOLCK: 'No locks available',
 };
 
 export function strerror(errno: string | undefined): string {

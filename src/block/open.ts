@@ -22,6 +22,8 @@ import { NBD_OPTION_KEYS } from '../nbd/address.js';
 
 export { canonicalNbdName, targetFromOptions as nbdTargetFromOptions } from '../nbd/address.js';
 import { openQuorum } from './quorum-open.js';
+import { parseLockingMode, type LockingMode } from '../protocols/file-lock.js';
+import { filePerms } from './perms.js';
 
 export const noSecrets: SecretStore = { get: () => undefined };
 
@@ -36,8 +38,11 @@ export interface OpenOptions {
   secrets?: SecretStore;
   /** Force the format of the backing file (qemu: -F / backing.driver). */
   backingFormat?: string;
-  /** Open the backing images read-write too (commit writes into a lower image). Default: read-only. */
-  backingWritable?: boolean;
+  /**
+   * Open backing images read-write too (commit writes into a lower image): all of them, or those
+   * the function picks (by resolved path and depth below the top). Default: read-only.
+   */
+  backingWritable?: boolean | ((path: string, depth: number, overlay: string) => boolean | Promise<boolean>);
   /** Receives warnings qemu-img prints to stderr (e.g. a raw format guessed by probing for writing). */
   warn?: (text: string) => void;
   /** Only metadata will be read (qemu-img info): keys and data files are not required. */
@@ -50,6 +55,32 @@ export interface OpenOptions {
   displayName?: string;
   /** The name qemu shows for the top image's file node then (map's "File" column). */
   fileDisplayName?: string;
+  /** -U / force-share=on: let other openers write (read-only opens only). Also for the backing chain. */
+  forceShare?: boolean;
+  /** The command resizes the image (qemu's BDRV_O_RESIZE): the resize permission is taken. */
+  resize?: boolean;
+  /** Others may not write or resize while it is open (qemu-img convert's sources). */
+  noShare?: boolean;
+  /** Opened as a backing file of another image (set by openImage). */
+  asBacking?: boolean;
+}
+
+/** The file's `locking=` option (file.locking through a format, locking on the file driver). */
+function lockingMode(options: Record<string, string>, protocolName: string | undefined): LockingMode {
+  const v = protocolName === 'file' ? options['locking'] ?? options['file.locking'] : options['file.locking'];
+  if (v === undefined) return 'auto';
+  const mode = parseLockingMode(v);
+  if (mode === undefined) throw new VdiskError('invalid-argument', 'BAD_LOCKING', `invalid parameter value: ${v}`);
+  return mode;
+}
+
+/** Lock the top file of a layer for what this open takes and shares (qemu's file-posix locks). */
+function lockLayer(proto: Protocol, opts: OpenOptions, readOnly: boolean, metadata: boolean, mode: LockingMode): void {
+  const role = opts.asBacking && readOnly ? 'backing' : 'image';
+  proto.lock?.(filePerms({
+    role, readOnly, metadata, noIo: opts.noIo === true, resize: opts.resize === true,
+    noShare: opts.noShare === true, forceShare: opts.forceShare === true,
+  }), mode, opts.warn);
 }
 
 /** Result of probing: the best-scoring format for a head of bytes. */
@@ -190,6 +221,10 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
   }
   const options = { ...(opts.options ?? {}) };
   const nbdPrefix = protocolName === 'nbd' ? '' : options['file.driver'] === 'nbd' ? 'file.' : undefined;
+  if (opts.forceShare && !readOnly) {
+    throw new VdiskError('invalid-argument', 'FORCE_SHARE_RW', 'force-share=on can only be used with read-only images', { path: filename });
+  }
+  const locking = lockingMode(options, protocolName);
   const proto = protocolName !== undefined && NULL_PROTOCOLS.has(protocolName)
     ? NullProtocol.open(protocolName, opts.options ?? {})
     : nbdPrefix !== undefined ? await nbdFileProtocol(filename, readOnly, options, nbdPrefix)
@@ -205,6 +240,7 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
       entry = probeFormat(head, filename);
       probed = true;
     }
+    lockLayer(proto, opts, readOnly, protocolName === undefined && entry.name !== 'raw', locking);
     const driver = await loadDriver(entry);
     const backing = new MutableBackingReader();
     const dir = dirname(filename);
@@ -214,7 +250,17 @@ export async function openLayer(name: string, opts: OpenOptions = {}): Promise<I
       options,
       secrets: opts.secrets ?? noSecrets,
       backing,
-      openFile: (name, ro) => openProtocol(isAbsolute(name) ? name : join(dir, name), ro, opts.cache),
+      openFile: async (name, ro) => {
+        const p = await openProtocol(isAbsolute(name) ? name : join(dir, name), ro, opts.cache);
+        try {
+          p.lock?.(filePerms({ role: 'data', readOnly: ro, metadata: false, noIo: opts.noIo === true,
+            noShare: opts.noShare === true, forceShare: opts.forceShare === true }), locking, opts.warn);
+        } catch (e) {
+          await p.close().catch(() => undefined);
+          throw e;
+        }
+        return p;
+      },
       ...(opts.noIo ? { noIo: true } : {}),
       ...(opts.check ? { check: true } : {}),
     };
@@ -309,9 +355,13 @@ export async function openImage(filename: string, opts: OpenOptions = {}): Promi
       childOptions = child.backing;
       try {
         const fmt = forcedFormat ?? given.format ?? named.format;
-        below = await openLayer(given.file ?? path, {
-          readOnly: !opts.backingWritable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets,
+        const bw = opts.backingWritable;
+        const target = given.file ?? path;
+        const writable = typeof bw === 'function' ? await bw(target, depth, cur.filename) : bw === true;
+        below = await openLayer(target, {
+          readOnly: !writable, ...(fmt !== undefined ? { format: fmt } : {}), secrets: opts.secrets ?? noSecrets,
           ...(opts.cache !== undefined ? { cache: opts.cache } : {}), options: given.options,
+          asBacking: true, ...(opts.forceShare ? { forceShare: true } : {}),
         });
       } catch (e) {
         const err = e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${path}'`, { path });

@@ -35,9 +35,15 @@ export async function openForCommand(
     throw wrapOpen(name, e);
   }
   const format = extra.format ?? spec.format ?? args.format;
+  const fs = spec.options['force-share'];
+  if (args.forceShare && args.imageOpts && fs !== undefined && fs !== 'on') {
+    throw new VdiskError('invalid-argument', 'FORCE_SHARE_CONFLICT', '--force-share/-U conflicts with image options');
+  }
+  const forceShare = args.forceShare || fs === 'on' || fs === 'true' || extra.forceShare === true;
   try {
     return await openImage(spec.filename, {
       ...extra,
+      ...(forceShare ? { forceShare: true } : {}),
       ...(format !== undefined ? { format } : {}),
       options: { ...spec.options, ...(extra.options ?? {}) },
       secrets: args.secrets,
@@ -46,8 +52,8 @@ export async function openForCommand(
       ...(spec.fileDisplayName !== undefined ? { fileDisplayName: spec.fileDisplayName } : {}),
     });
   } catch (e) {
-    // with --image-opts qemu names the image by the whole option string it was given
-    throw wrapOpen(args.imageOpts ? name : spec.openName ?? spec.filename, e);
+    // with --image-opts or json: qemu names the image by the whole string it was given
+    throw wrapOpen(args.imageOpts || name.startsWith('json:') ? name : spec.openName ?? spec.filename, e);
   }
 }
 

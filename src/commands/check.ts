@@ -99,7 +99,6 @@ export default async function checkCommand(argv: string[], cli: Cli): Promise<nu
     return 1;
   }
   if (args.imageOpts && args.format !== undefined) return cli.usageError(IMAGE_OPTS_AND_FORMAT);
-  if (repair !== 'none' && args.forceShare) return cli.usageError('--force-share/-U is not allowed when repairing');
 
   let img: Image;
   try {

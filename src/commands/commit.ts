@@ -29,6 +29,34 @@ async function identity(path: string): Promise<string> {
   }
 }
 
+/** Whether a backing file being opened (by resolved path, below `overlay`) is the commit's base. */
+function isBase(baseName: string | undefined): (path: string, depth: number, overlay: string) => Promise<boolean> {
+  let found = false;
+  return async (path, depth, overlay) => {
+    if (found) return false;
+    if (baseName === undefined) found = depth === 1;
+    else found = (await identity(path)) === (await identity(isAbsolute(baseName) ? baseName : join(dirname(overlay), baseName)));
+    return found;
+  };
+}
+
+/**
+ * qemu opens the chain read-only and then reopens the base for writing; a lock refused to that
+ * reopen is printed bare, without "Could not open". If the base was refused its write lock and a
+ * read-only chain opens, that is what happened in qemu; else qemu failed in the first open.
+ */
+async function baseLockError(e: unknown, openReadOnlyChain: () => Promise<Image>): Promise<unknown> {
+  let inner: unknown = e;
+  while (inner instanceof VdiskError && inner.cause instanceof VdiskError) inner = inner.cause;
+  if (!(inner instanceof VdiskError) || inner.code !== 'IMAGE_LOCKED' || inner === e) return e;
+  try {
+    await (await openReadOnlyChain()).close();
+  } catch (e2) {
+    return e2;
+  }
+  return inner;
+}
+
 /** The chain from the top down, and the index of the base in it. */
 async function findBase(top: Image, baseName: string | undefined): Promise<{ chain: Image[]; base: number }> {
   const chain: Image[] = [];
@@ -147,9 +175,10 @@ export default async function commitCommand(argv: string[], cli: Cli): Promise<n
   }
   let top: Image;
   try {
-    top = await openForCommand(r.operands[0]!, args, { readOnly: false, backingWritable: true, cache });
+    // only the base is written, so only it is opened (and locked) for writing, as in qemu
+    top = await openForCommand(r.operands[0]!, args, { readOnly: false, backingWritable: isBase(baseName), cache });
   } catch (e) {
-    return cli.fail(e);
+    return cli.fail(await baseLockError(e, () => openForCommand(r.operands[0]!, args, { readOnly: false, cache })));
   }
   const progress = new Progress(progressOn, (s) => cli.out(s));
   try {

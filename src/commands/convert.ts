@@ -189,7 +189,7 @@ async function openSources(files: string[], a: ConvertArgs): Promise<Image[]> {
   try {
     for (const f of files) {
       const extra = a.snapshot !== undefined ? { options: a.snapshot } : {};
-      out.push(await openForCommand(f, a.src, { readOnly: true, ...extra }));
+      out.push(await openForCommand(f, a.src, { readOnly: true, noShare: true, ...extra }));
     }
   } catch (e) {
     for (const img of out) await img.close().catch(() => undefined);
@@ -269,7 +269,7 @@ async function runConvert(cli: Cli, a: ConvertArgs, files: string[]): Promise<nu
       fresh = true;
     }
     const tspec = a.targetImageOpts ? parseImageSpec(outName, true) : undefined;
-    const targetArgs: ImageArgs = { ...a.src, imageOpts: a.targetImageOpts };
+    const targetArgs: ImageArgs = { ...a.src, imageOpts: a.targetImageOpts, forceShare: false };
     delete targetArgs.format;
     delete targetArgs.warn;
     const tfmt = tspec?.format ?? (a.noCreate ? a.outFmt : outFmt);

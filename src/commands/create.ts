@@ -61,7 +61,8 @@ async function runCreate(cli: Cli, driver: FormatDriver, filename: string, sizeA
       const spec = parseImageSpec(resolveBackingName(filename, backing), false);
       const format = bfmt ?? spec.format;
       // only the size is needed: like qemu, no I/O open (an encrypted backing needs no key here)
-      img = await openImage(spec.filename, { readOnly: true, noIo: true, secrets: a.secrets, options: spec.options, ...(format !== undefined ? { format } : {}) });
+      // qemu opens the backing file force-shared: an overlay can be made while a guest writes its base
+      img = await openImage(spec.filename, { readOnly: true, noIo: true, forceShare: true, secrets: a.secrets, options: spec.options, ...(format !== undefined ? { format } : {}) });
     } catch (e) {
       throw new VdiskError('not-found', 'BACKING_OPEN', `${describe(e)}\nCould not open backing image.`, {}, e);
     }

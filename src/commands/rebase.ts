@@ -119,7 +119,8 @@ export default async function rebaseCommand(argv: string[], cli: Cli): Promise<n
   const name = r.operands[0]!;
   let top: Image;
   try {
-    top = await openForCommand(name, args, { readOnly: false, noBacking: unsafe });
+    // as in qemu-img, -U reaches only the new backing file: the image rebased (and its chain) is not shared
+    top = await openForCommand(name, { ...args, forceShare: false }, { readOnly: false, noBacking: unsafe });
   } catch (e) {
     return cli.fail(e);
   }
@@ -134,7 +135,7 @@ export default async function rebaseCommand(argv: string[], cli: Cli): Promise<n
     if (!unsafe && target !== null) {
       const path = resolveBackingName(top.filename, target);
       try {
-        next = await openImage(path, { readOnly: true, ...(newFmt !== undefined ? { format: newFmt } : {}), secrets: args.secrets });
+        next = await openImage(path, { readOnly: true, ...(newFmt !== undefined ? { format: newFmt } : {}), secrets: args.secrets, forceShare: args.forceShare });
       } catch (e) {
         const msg = e instanceof VdiskError ? e.message : e instanceof Error ? e.message : String(e);
         cli.error(`Could not open new backing file '${path}': ${msg}`);

@@ -65,7 +65,7 @@ export default async function resizeCommand(argv: string[], cli: Cli): Promise<n
   try {
     // with its backing chain, as qemu-img opens it: a missing backing file fails, and growing
     // over a longer backing file zeroes the new area
-    img = await openForCommand(r.operands[0]!, args, { readOnly: false });
+    img = await openForCommand(r.operands[0]!, args, { readOnly: false, resize: true });
   } catch (e) {
     return cli.fail(e);
   }

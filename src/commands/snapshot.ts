@@ -83,7 +83,8 @@ export default async function snapshotCommand(argv: string[], cli: Cli): Promise
   const readOnly = act === undefined || act.op === 'list';
   let img: Image;
   try {
-    img = await openForCommand(r.operands[0]!, args, { readOnly, noBacking: true });
+    // qemu-img snapshot opens the backing chain too (a missing or locked backing file fails it)
+    img = await openForCommand(r.operands[0]!, args, { readOnly });
   } catch (e) {
     return cli.fail(e);
   }

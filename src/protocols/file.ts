@@ -7,6 +7,7 @@ import { open as fsOpen, stat as fsStat, type FileHandle } from 'node:fs/promise
 import { VdiskError, fromSystemError } from '../block/errors.js';
 import type { CacheMode, Preallocation, Protocol, ProtocolExtent } from './types.js';
 import { native } from './native.js';
+import { applyFileLocks, type FilePerms, type LockingMode } from './file-lock.js';
 
 /** Zero buffer reused for zero-filling writes; bounded so memory stays flat. */
 const ZERO_CHUNK = 1 << 20;
@@ -22,11 +23,14 @@ export interface FileOpenOptions {
   create?: boolean;
   /** qemu's cache mode (default writeback: flushes reach the disk). */
   cache?: CacheMode;
+  /** Image locks to take right after opening (with `create`: before the file is emptied). */
+  lock?: { perms: FilePerms; mode: LockingMode; warn?: (text: string) => void };
 }
 
 function openFlags(opts: FileOpenOptions): number {
   const c = fsConstants;
-  let flags = opts.create ? c.O_RDWR | c.O_CREAT | c.O_TRUNC : opts.readOnly ? c.O_RDONLY : c.O_RDWR;
+  // a new file is emptied only once it is locked: a file in use elsewhere is left as it was
+  let flags = opts.create ? c.O_RDWR | c.O_CREAT : opts.readOnly ? c.O_RDONLY : c.O_RDWR;
   if (!opts.readOnly && (opts.cache === 'writethrough' || opts.cache === 'directsync')) flags |= c.O_DSYNC;
   return flags;
 }
@@ -56,11 +60,18 @@ export class FileProtocol implements Protocol {
         throw new VdiskError('invalid-argument', 'NOT_REGULAR_FILE',
           `'file' driver requires '${filename}' to be a regular file`, { path: filename, op: 'open' });
       }
+      if (opts.lock) applyFileLocks(fh.fd, filename, opts.lock.perms, opts.lock.mode, opts.lock.warn);
+      if (opts.create && st.isFile()) await fh.truncate(0);
     } catch (e) {
       await fh.close().catch(() => undefined);
-      throw e instanceof VdiskError ? e : fromSystemError(e, `Could not open '${filename}'`, { path: filename });
+      throw e instanceof VdiskError ? e : fromSystemError(e, `Could not ${opts.create ? 'create' : 'open'} '${filename}'`, { path: filename });
     }
     return new FileProtocol(filename, opts.readOnly, fh, opts.cache === 'unsafe');
+  }
+
+  /** Take image locks once the format (and so the permissions) is known; see file-lock.ts. */
+  lock(perms: FilePerms, mode: LockingMode, warn?: (text: string) => void): void {
+    applyFileLocks(this.fh.fd, this.filename, perms, mode, warn);
   }
 
   /** The OS file descriptor, for the copy engine's copy_file_range fast path. */

@@ -40,8 +40,9 @@ export class NullProtocol implements Protocol {
   }
   async flush(): Promise<void> {}
   async close(): Promise<void> {}
+  /** qemu's info says "disk size: 0 B" (actual-size 0) for null-co. */
   async allocatedSize(): Promise<number | undefined> {
-    return undefined;
+    return 0;
   }
   async extent(_offset: number, length: number): Promise<{ length: number; data: boolean }> {
     return { length, data: false };

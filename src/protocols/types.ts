@@ -6,6 +6,8 @@
  * layer's request checks (see src/block/limits.ts).
  */
 
+import type { FilePerms, LockingMode } from './file-lock.js';
+
 export type Preallocation = 'off' | 'metadata' | 'falloc' | 'full';
 
 /**
@@ -71,4 +73,6 @@ export interface Protocol {
   debugEvent?(event: string): void;
   /** false where an offset here is no place in one host file (quorum): formats then report no host offsets. */
   readonly hostOffsets?: boolean;
+  /** Take image locks (file-lock.ts) for these permissions; throws a `busy` VdiskError on a conflict. */
+  lock?(perms: FilePerms, mode: LockingMode, warn?: (text: string) => void): void;
 }

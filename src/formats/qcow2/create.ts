@@ -91,6 +91,8 @@ export function qcow2CreateParams(size: number, o: Readonly<Record<string, strin
   if (p.extendedL2 && cs < 16384) fail('Extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
   if (p.dataFile !== undefined && version === 2) fail(`External data files are only supported with ${V3_HINT}`);
   if (p.dataFileRaw && p.dataFile === undefined) fail('data-file-raw requires data-file');
+  // a raw data file must map every cluster to itself: qemu preallocates the metadata for it
+  if (p.dataFileRaw && p.prealloc === 'off') p.prealloc = 'metadata';
   if (p.zstd && version === 2) fail(`Non-zlib compression type is only supported with ${V3_HINT}`);
   if (p.backingFile !== undefined && pa !== 'off' && !p.extendedL2) {
     fail('Backing file and preallocation can only be used at the same time if extended_l2 is on');

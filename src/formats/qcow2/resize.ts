@@ -8,6 +8,7 @@ import type { Preallocation } from '../../protocols/types.js';
 import type { Qcow2Parts } from './layer.js';
 import type { MetadataWriter, RawEntry } from './l2-update.js';
 import { L2E_COMPRESSED_HI, L2E_COPIED_HI, entryOffset } from './l1l2.js';
+import { AUTOCLEAR_DATA_FILE_RAW } from './header.js';
 
 const ALL_SUBCLUSTERS = 0xffffffff;
 
@@ -29,6 +30,8 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
   const g = p.map.geo;
   const h = p.loaded.header;
   const old = p.loaded.size;
+  // every cluster of a raw data file maps to itself: qemu preallocates the new area's metadata
+  if (prealloc === 'off' && p.data !== p.proto && (h.autoclearFeatures & AUTOCLEAR_DATA_FILE_RAW) !== 0n) prealloc = 'metadata';
   const needed = Math.ceil(size / 2 ** (g.l2Bits + g.clusterBits));
   if (needed > p.map.l1Entries) {
     await meta.growL1(needed, async (offset, entries) => {

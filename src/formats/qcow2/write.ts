@@ -388,8 +388,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return this.serial(async () => {
       const meta = await this.guestWriter(offset, buf.length);
       const path = this.p.path;
-      if (this.p.data !== this.p.proto || this.p.luks) {
-        throw new VdiskError('unsupported', 'QCOW2_NO_COMPRESSION', this.p.luks ? 'Compression is not supported for encrypted images' : 'Compression is not supported with an external data file', { path, format: 'qcow2' });
+      if (this.p.luks) {
+        throw new VdiskError('unsupported', 'QCOW2_NO_COMPRESSION', 'Compression is not supported for encrypted images', { path, format: 'qcow2' });
+      }
+      if (this.p.data !== this.p.proto) {
+        // qemu fails the write itself (ENOTSUP), worded as any failed write of convert
+        throw new VdiskError('io', 'QCOW2_NO_COMPRESSION', `error while writing at byte ${offset}: Operation not supported`,
+          { path, format: 'qcow2', offset, op: 'write', errno: 'EOPNOTSUPP' });
       }
       const cs = this.p.map.geo.clusterSize;
       this.compressed ??= new (await import('./compressed-write.js')).CompressedWriter(this.p);
