@@ -4,6 +4,7 @@
  * once output has drained. Everything else is imported after the cache is on (import() below), so
  * the modules a command loads are compiled once per Node version, not on every run.
  */
+import { existsSync } from 'node:fs';
 import { enableCompileCache } from 'node:module';
 import { availableParallelism, homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
@@ -13,14 +14,16 @@ import { isAbsolute, join } from 'node:path';
  * shared or world-writable place (another user could plant code there) nor beside the installed
  * files (often read-only). Node keys the entries by its version and the source's hash, and if the
  * directory cannot be created or written it reports failure and runs on uncached: nothing is
- * thrown. NODE_COMPILE_CACHE (a directory) and NODE_DISABLE_COMPILE_CACHE=1 still win.
+ * thrown. Only a cache directory that already exists is used: vdisk never creates a home or a
+ * ~/.cache of its own (iotest 051 runs with HOME/TMPDIR pointing at a path that must stay absent).
+ * NODE_COMPILE_CACHE (a directory) and NODE_DISABLE_COMPILE_CACHE=1 still win.
  */
 function compileCache(): void {
   if (process.env['NODE_COMPILE_CACHE'] || process.env['NODE_DISABLE_COMPILE_CACHE']) return;
   try {
     const xdg = process.env['XDG_CACHE_HOME'];
     const base = xdg && isAbsolute(xdg) ? xdg : join(homedir(), '.cache');
-    enableCompileCache(join(base, 'vdisk', 'compile-cache'));
+    if (existsSync(base)) enableCompileCache(join(base, 'vdisk', 'compile-cache'));
   } catch {
     // no home directory: run without the cache
   }
