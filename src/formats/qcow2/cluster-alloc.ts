@@ -22,6 +22,11 @@ export class ClusterAllocator {
    * written there, whatever a damaged L2 entry or refcount says (qemu's overlap check).
    */
   readonly metadata = new Set<number>();
+  /**
+   * The refcounts cannot be trusted to tell free clusters (they miss metadata): new clusters are
+   * then taken only past the end of the file, where nothing live can be.
+   */
+  appendOnly = false;
 
   constructor(
     private readonly proto: Protocol,
@@ -55,6 +60,7 @@ export class ClusterAllocator {
    */
   private async findFree(n: number): Promise<number> {
     const per = this.perBlock;
+    if (this.appendOnly) this.hint = Math.max(this.hint, this.endCluster);
     let start = this.hint;
     let run = 0;
     let firstFree = -1;
@@ -158,6 +164,11 @@ export class ClusterAllocator {
         if (discardFreed) await this.proto.discard?.(c * cs, cs);
       }
     }
+  }
+
+  /** Give `cluster` a refcount block if it has none (the table must already reach it). */
+  async cover(cluster: number): Promise<void> {
+    await this.ensureBlock(Math.floor(cluster / this.perBlock));
   }
 
   /** Make sure refcount block `ti` exists; true when clusters were allocated for it. */
