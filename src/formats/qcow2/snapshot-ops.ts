@@ -18,12 +18,14 @@ function l1Offset(dv: DataView, i: number): number {
 }
 
 /**
- * A reference qemu's snapshot creation cannot take: the cluster lies past what any refcount
- * table may describe (EFBIG), or under a refcount block that does not exist yet, which qemu
- * creates and then fails the operation with EAGAIN so its caller would retry (`cluster` set).
+ * A reference qemu's snapshot creation cannot take because the cluster has no refcount block.
+ * qemu first allocates (and zeroes) a new block for it; if the table has a slot for the block it
+ * hooks it in and fails with EAGAIN (its callers would retry: `hook`), otherwise the table must
+ * grow, which fails with EFBIG past qemu's table limit (the zeroed cluster is leaked). Growing the
+ * table into the far area such a cluster lies in (EAGAIN) is not reproduced: the cluster is leaked.
  */
 class UncountableCluster extends Error {
-  constructor(readonly errno: '-27 (File too large)' | '-11 (Resource temporarily unavailable)', readonly cluster?: number) {
+  constructor(readonly errno: '-27 (File too large)' | '-11 (Resource temporarily unavailable)', readonly hook?: number) {
     super(errno);
   }
 }
@@ -54,7 +56,6 @@ async function ref(meta: MetadataWriter, off: number, bytes: number, delta: 1 | 
     const ti = Math.floor(c / 2 ** meta.rc.blockBits);
     if (ti >= meta.rc.tableEntries || meta.rc.blockOffset(ti) === 0) {
       if (ti >= MAX_REFCOUNT_TABLE_BYTES / 8) throw new UncountableCluster('-27 (File too large)');
-      // qemu would grow the refcount table into the area that cluster lies in: vdisk does not
       throw new UncountableCluster('-11 (Resource temporarily unavailable)', ti < meta.rc.tableEntries ? c : undefined);
     }
     await meta.rc.add(c, 1);
@@ -137,7 +138,7 @@ export class SnapshotEditor {
       const errno = e instanceof UncountableCluster ? e.errno
         : e instanceof VdiskError && e.code === 'QCOW2_REFCOUNT_OVERFLOW' ? '-22 (Invalid argument)' : undefined;
       if (errno === undefined) throw e;
-      await this.failCreate(meta, e instanceof UncountableCluster ? e.cluster : undefined);
+      await this.failCreate(meta, e instanceof UncountableCluster ? e : undefined);
       throw new VdiskError('limit', 'QCOW2_SNAPSHOT_REFCOUNT', errno, { path: this.p.path, format: 'qcow2' }, e);
     }
     await updateCopied(meta);
@@ -162,15 +163,17 @@ export class SnapshotEditor {
 
   /**
    * Leave the image as qemu's failed creation does: it has copied the active L1 table to new
-   * clusters (leaked) and, for a cluster under a missing refcount block, created that block.
+   * clusters (leaked) and, for a cluster without a refcount block, made a block (see
+   * UncountableCluster).
    */
-  private async failCreate(meta: MetadataWriter, uncovered: number | undefined): Promise<void> {
+  private async failCreate(meta: MetadataWriter, why: UncountableCluster | undefined): Promise<void> {
     const cs = meta.map.geo.clusterSize;
     if (meta.map.l1.length > 0) {
       const at = await meta.alloc.allocateMeta(Math.ceil(meta.map.l1.length / cs));
       await this.p.proto.pwrite(meta.map.l1.slice(), at);
     }
-    if (uncovered !== undefined) await meta.alloc.cover(uncovered);
+    if (why?.hook !== undefined) await meta.alloc.cover(why.hook);
+    else if (why) await this.p.proto.pwrite(new Uint8Array(cs), await meta.alloc.allocate(1));
     await meta.flush();
   }
 
