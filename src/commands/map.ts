@@ -59,9 +59,8 @@ function humanEntry(e: MapEntry, first: boolean): string {
   if (e.data && e.offset === undefined) {
     throw new VdiskError('unsupported', 'MAP_UNMAPPABLE', 'File contains external, encrypted or compressed clusters.');
   }
-  // qemu 7.2 leaves zeroed data out of this format, but vdisk's zero flag for data past the end
-  // of the file differs from qemu's (iotest 102), so zeroed data is still printed here
-  if (!e.data || e.offset === undefined) return '';
+  // qemu 7.2 leaves zeroed data (stored in holes of a preallocated image) out of this format
+  if (!e.data || e.zero || e.offset === undefined) return '';
   return `${hex(e.start).padEnd(16)}${hex(e.length).padEnd(16)}${hex(e.offset).padEnd(16)}${e.filename ?? ''}\n`;
 }
 

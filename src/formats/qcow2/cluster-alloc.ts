@@ -155,15 +155,31 @@ export class ClusterAllocator {
     const cs = 2 ** this.clusterBits;
     const first = Math.floor(offset / cs);
     const last = Math.floor((offset + bytes - 1) / cs);
+    const own = !this.discards;
+    if (own && discardFreed) this.beginDiscards();
     for (let c = first; c <= last; c++) {
       const v = await this.rc.add(c, -1);
       if (v === 0) {
         this.freed++;
         this.metadata.delete(c);
         this.hint = Math.min(this.hint, c);
-        if (discardFreed) await this.proto.discard?.(c * cs, cs);
+        if (discardFreed) this.discards!.add(c * cs, cs);
       }
     }
+    if (own && discardFreed) await this.endDiscards();
+  }
+
+  private discards: DiscardQueue | undefined;
+
+  /** Until endDiscards, freed clusters are collected and punched as merged ranges, as qemu does. */
+  beginDiscards(): void {
+    this.discards ??= new DiscardQueue();
+  }
+
+  async endDiscards(): Promise<void> {
+    const q = this.discards;
+    this.discards = undefined;
+    if (q && this.proto.discard) for (const [off, len] of q.ranges()) await this.proto.discard(off, len);
   }
 
   /** Give `cluster` a refcount block if it has none (the table must already reach it). */
@@ -246,5 +262,49 @@ export class ClusterAllocator {
     await this.onTableMoved(c0 * cs, tableClusters);
     await this.proto.flush();
     await this.release(old.offset, old.bytes, false);
+  }
+}
+
+/**
+ * Host ranges to punch, merged as qemu's discard queue merges them: a freed range joins the first
+ * queued range (in queue order) it touches, and a range that then touches another absorbs it; the
+ * queue keeps the order ranges first came in. One punch a run instead of one a cluster also
+ * leaves the host file system's extent tree (its disk usage) as qemu leaves it.
+ */
+class DiscardQueue {
+  private readonly list: Array<{ start: number; end: number; gone: boolean }> = [];
+  private readonly byStart = new Map<number, { start: number; end: number; gone: boolean }>();
+  private readonly byEnd = new Map<number, { start: number; end: number; gone: boolean }>();
+
+  add(offset: number, length: number): void {
+    const end = offset + length;
+    const touching = [this.byEnd.get(offset), this.byStart.get(end)].filter((r) => r !== undefined);
+    if (touching.length === 0) {
+      const r = { start: offset, end, gone: false };
+      this.list.push(r);
+      this.byStart.set(offset, r);
+      this.byEnd.set(end, r);
+      return;
+    }
+    touching.sort((x, y) => this.list.indexOf(x) - this.list.indexOf(y));
+    const d = touching[0]!;
+    this.byStart.delete(d.start);
+    this.byEnd.delete(d.end);
+    d.start = Math.min(d.start, offset);
+    d.end = Math.max(d.end, end);
+    const other = touching[1];
+    if (other) {
+      this.byStart.delete(other.start);
+      this.byEnd.delete(other.end);
+      other.gone = true;
+      d.start = Math.min(d.start, other.start);
+      d.end = Math.max(d.end, other.end);
+    }
+    this.byStart.set(d.start, d);
+    this.byEnd.set(d.end, d);
+  }
+
+  ranges(): Array<[number, number]> {
+    return this.list.filter((r) => !r.gone).map((r) => [r.start, r.end - r.start]);
   }
 }

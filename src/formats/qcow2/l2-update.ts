@@ -165,7 +165,12 @@ export class MetadataWriter {
     this.pendingFrees = [];
     // decrements only once no table on disk still points at what they free
     await this.sync();
-    for (const [off, bytes] of frees) await this.alloc.release(off, bytes, true);
+    this.alloc.beginDiscards();
+    try {
+      for (const [off, bytes] of frees) await this.alloc.release(off, bytes, true);
+    } finally {
+      await this.alloc.endDiscards();
+    }
     await this.rc.flush();
   }
 
