@@ -213,6 +213,62 @@ export class ClusterAllocator {
     return true;
   }
 
+  /**
+   * qemu's layout for a preallocating resize: new refcount blocks and a new refcount table (always
+   * moved, even when the old one would do) placed at cluster `start`, sized to cover `additional`
+   * more clusters past `start` plus the new structures themselves; every cluster of the area gets
+   * refcount 1 and the old table is freed. Returns the first cluster after the area.
+   */
+  async refcountArea(start: number, additional: number): Promise<number> {
+    const cs = 2 ** this.clusterBits;
+    const rc = this.rc;
+    const per = this.perBlock;
+    const perTableCluster = cs / 8;
+    // blocks and table clusters that cover everything up to and including themselves
+    let blocks = 0;
+    let tableClusters = 0;
+    for (let last = -1, n = 0; n !== last;) {
+      last = n;
+      blocks = Math.ceil((start + additional + blocks + tableClusters) / per);
+      tableClusters = Math.ceil(blocks / perTableCluster);
+      n = start + additional + blocks + tableClusters;
+    }
+    if (tableClusters * cs > MAX_REFCOUNT_TABLE_BYTES) {
+      throw new VdiskError('limit', 'QCOW2_REFTABLE_FULL', 'Failed to resize refcount structures: File too large', { path: this.path, format: 'qcow2' });
+    }
+    const old = { offset: rc.tableOffset, bytes: rc.table.length };
+    const table = new Uint8Array(tableClusters * cs);
+    table.set(rc.table.subarray(0, Math.min(rc.table.length, table.length)));
+    const firstIndex = Math.floor(start / per);
+    const view = new DataView(table.buffer);
+    const has = (i: number): boolean => view.getBigUint64(i * 8) !== 0n;
+    let next = start;
+    const fresh: number[] = [];
+    for (let i = firstIndex; i < blocks; i++) {
+      if (has(i)) continue;
+      fresh.push(i);
+      view.setBigUint64(i * 8, BigInt(next++ * cs));
+    }
+    const tableAt = next;
+    const end = tableAt + tableClusters;
+    rc.replaceTable(table, tableAt * cs);
+    for (const i of fresh) await rc.blocks.fresh(rc.blockOffset(i));
+    for (let i = firstIndex; i < blocks; i++) {
+      const from = Math.max(start, i * per);
+      const to = Math.min(end, (i + 1) * per);
+      if (from < to) await rc.addRun(from, to - from, 1);
+    }
+    for (let c = start; c < end; c++) this.metadata.add(c);
+    this.endCluster = Math.max(this.endCluster, end);
+    await rc.blocks.flush();
+    await this.proto.pwrite(table, tableAt * cs);
+    await this.proto.flush();
+    await this.onTableMoved(tableAt * cs, tableClusters);
+    await this.proto.flush();
+    await this.release(old.offset, old.bytes, false);
+    return end;
+  }
+
   /** Move the refcount table to the end of the file, large enough for index `minIndex` and itself. */
   private async growTable(minIndex: number): Promise<void> {
     const cs = 2 ** this.clusterBits;

@@ -10,6 +10,7 @@ import type { Qcow2Parts } from './layer.js';
 import type { MetadataWriter, RawEntry } from './l2-update.js';
 import { L2E_COMPRESSED_HI, L2E_COPIED_HI, entryOffset } from './l1l2.js';
 import { setRefcountEntry } from './refcount.js';
+import { preallocateInFile } from './prealloc.js';
 
 const ALL_SUBCLUSTERS = 0xffffffff;
 
@@ -18,6 +19,8 @@ export interface ResizeContext {
   meta: MetadataWriter;
   /** qemu's fatal corruption event (corrupt bit set, writes refused); returns the line qemu prints. */
   corruption(what: string): Promise<string>;
+  /** Guest content of [from, to) as it reads now (through the backing chain). */
+  current(from: number, to: number): Promise<Uint8Array>;
 }
 
 async function writeHeaderSize(c: ResizeContext, size: number): Promise<void> {
@@ -46,7 +49,11 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
     });
   }
   if (p.data !== p.proto) await p.data!.truncate(size, prealloc === 'metadata' ? 'off' : prealloc);
-  if (prealloc !== 'off') await preallocate(c, old, size, prealloc);
+  // qemu's own layout for falloc/full in the image file; extended L2, encrypted and data-file
+  // images keep the table-by-table walk
+  if ((prealloc === 'falloc' || prealloc === 'full') && p.data === p.proto && !p.luks && !g.extL2) {
+    await preallocateInFile(c, old, size, prealloc);
+  } else if (prealloc !== 'off') await preallocate(c, old, size, prealloc);
   await meta.flush();
   await writeHeaderSize(c, size);
 }

@@ -620,7 +620,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const meta = await this.writer(false, shrinking);
       // bitmaps follow the new size (stored at close); inconsistent ones refuse it, as in qemu
       await this.bitmapState.beforeResize();
-      const ctx = { p: this.p, meta, corruption: (what: string) => this.corruption(what) };
+      const ctx = { p: this.p, meta, corruption: (what: string) => this.corruption(what), current: (from: number, to: number) => this.current(from, to) };
       if (shrinking) {
         if (opts.prealloc !== 'off') throw fail('QCOW2_SHRINK_PREALLOC', "Preallocation can't be used for shrinking an image");
         await shrinkImage(ctx, size);
