@@ -43,7 +43,10 @@ export async function preallocateInFile(c: PreallocContext, from: number, to: nu
   await countRun(meta, dataStart, count);
   meta.alloc.endCluster = Math.max(meta.alloc.endCluster, dataStart + count);
   await meta.rc.flush();
-  await p.proto.truncate((dataStart + count) * cs, mode);
+  // the file normally ends where the new refcount table does; bytes already past it are zeroed
+  const [a, b, cur] = [dataStart * cs, (dataStart + count) * cs, await p.proto.size()];
+  if (cur > a) await p.proto.writeZeroes?.(a, Math.min(cur, b) - a, false);
+  if (b > cur) await p.proto.truncate(b, mode);
   const head = from % cs !== 0 ? await c.current(firstGuest * cs, from) : undefined;
   if (head) await p.proto.pwrite(head, dataStart * cs);
   const replaced: RawEntry[] = [];

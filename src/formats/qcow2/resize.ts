@@ -51,9 +51,9 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
   if (p.data !== p.proto) await p.data!.truncate(size, prealloc === 'metadata' ? 'off' : prealloc);
   // qemu's own layout for falloc/full in the image file; extended L2, encrypted and data-file
   // images keep the table-by-table walk
-  if ((prealloc === 'falloc' || prealloc === 'full') && p.data === p.proto && !p.luks && !g.extL2) {
-    await preallocateInFile(c, old, size, prealloc);
-  } else if (prealloc !== 'off') await preallocate(c, old, size, prealloc);
+  const inFile = (prealloc === 'falloc' || prealloc === 'full') && p.data === p.proto && !p.luks && !g.extL2;
+  if (size > old && inFile) await preallocateInFile(c, old, size, prealloc);
+  else if (size > old && prealloc !== 'off') await preallocate(c, old, size, prealloc);
   await meta.flush();
   await writeHeaderSize(c, size);
 }

@@ -45,3 +45,12 @@ test('resize --preallocation=full over a backing file keeps the old end\'s backi
   });
   assert.ok(readFileSync(files[1]!).equals(readFileSync(files[0]!)), 'image bytes differ from qemu-img\'s');
 });
+
+test('resize --preallocation to the current size is refused as in qemu-img', () => {
+  const d = scratch();
+  assert.equal(qemuImg(['create', '-q', '-f', 'qcow2', 't.qcow2', CREATION_SIZE], { cwd: d }).code, 0);
+  const argv = ['resize', '--preallocation=falloc', 't.qcow2', CREATION_SIZE];
+  const want = qemuImg(argv, { cwd: d });
+  assert.notEqual(want.code, 0);
+  assert.deepEqual(vdisk(argv, { cwd: d }), want);
+});
