@@ -74,6 +74,10 @@ async function preallocate(c: ResizeContext, from: number, to: number, mode: Pre
   const cs = g.clusterSize;
   const per = 2 ** g.l2Bits;
   const fileEnd = await p.proto.size();
+  // the cluster the old end falls in keeps its guest content (backing data) in its new place
+  const headStart = Math.floor(from / cs) * cs;
+  const hadHost = (await p.map.lookup(headStart, 1)).hostOffset !== undefined;
+  const head = from % cs !== 0 && !hadHost && p.data === p.proto && !p.luks ? await c.current(headStart, from) : undefined;
   const pending: Array<{ l1i: number; offset: number; table: Uint8Array }> = [];
   const spare: Uint8Array[] = [];
   const writePending = async (): Promise<void> => {
@@ -107,6 +111,11 @@ async function preallocate(c: ResizeContext, from: number, to: number, mode: Pre
   if (p.data === p.proto) {
     const end = meta.alloc.endCluster * cs;
     if (end > fileEnd) await p.proto.truncate(end, mode === 'metadata' ? 'off' : mode);
+  }
+  if (head) {
+    await meta.flush();
+    const m = await p.map.lookup(headStart, 1);
+    if (m.type === 'normal' && m.hostOffset !== undefined) await p.proto.pwrite(head, m.hostOffset);
   }
 }
 

@@ -54,3 +54,14 @@ test('resize --preallocation to the current size is refused as in qemu-img', () 
   assert.notEqual(want.code, 0);
   assert.deepEqual(vdisk(argv, { cwd: d }), want);
 });
+
+test('resize --preallocation=metadata over a backing file keeps the old end\'s backing content', () => {
+  const d = scratch();
+  assert.equal(qemuImg(['create', '-q', '-f', 'raw', 'base.raw', '128k'], { cwd: d }).code, 0);
+  assert.equal(qemuIo(['-f', 'raw', '-c', 'write -q -P 1 0 128k', join(d, 'base.raw')]).code, 0);
+  assert.equal(qemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', 'base.raw', '-o', 'cluster_size=64k', 't.qcow2', '31k'], { cwd: d }).code, 0);
+  assert.equal(vdisk(['resize', '-f', 'qcow2', '--preallocation=metadata', 't.qcow2', '128k'], { cwd: d }).code, 0);
+  assert.equal(qemuIo(['-c', 'read -q -P 1 0 31k', '-c', 'read -q -P 0 31k 63k', join(d, 't.qcow2')]).stdout, '');
+  const check = qemuImg(['check', 't.qcow2'], { cwd: d });
+  assert.equal(check.code, 0, check.stdout);
+});
