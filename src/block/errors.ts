@@ -37,6 +37,17 @@ export interface ErrorContext {
   op?: string;
   /** The OS errno name (ENOENT, EACCES...) when the cause is a system error. */
   errno?: string;
+  /**
+   * Lines qemu prints on stderr before the message of the failure itself: a corruption event
+   * (unprefixed, "qcow2: Marking image as corrupt: ...") or an error it reports on its own line
+   * (`prefixed`: the CLI adds the program name).
+   */
+  preface?: readonly PrefaceLine[];
+}
+
+export interface PrefaceLine {
+  text: string;
+  prefixed?: boolean;
 }
 
 export class VdiskError extends Error {

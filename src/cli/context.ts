@@ -40,6 +40,7 @@ export function makeCli(prog: string): Cli {
       return 1;
     },
     fail: (e, prefix) => {
+      printPreface(cli, e);
       const msg = describe(e);
       cli.error(prefix ? `${prefix}${msg}` : msg);
       if (process.env['VDISK_DEBUG'] && e instanceof Error) process.stderr.write(`${e.stack}\n`);
@@ -47,6 +48,15 @@ export function makeCli(prog: string): Cli {
     },
   };
   return cli;
+}
+
+/** The lines qemu prints before the failure's own message (see ErrorContext.preface). */
+export function printPreface(cli: Cli, e: unknown): void {
+  if (!(e instanceof VdiskError)) return;
+  for (const l of e.context.preface ?? []) {
+    if (l.prefixed) cli.error(l.text);
+    else cli.errRaw(`${l.text}\n`);
+  }
 }
 
 export function describe(e: unknown): string {

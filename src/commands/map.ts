@@ -64,6 +64,7 @@ function humanEntry(e: MapEntry, first: boolean): string {
   if (e.data && e.offset === undefined && (first || !e.zero)) {
     throw new VdiskError('unsupported', 'MAP_UNMAPPABLE', 'File contains external, encrypted or compressed clusters.');
   }
+  // qemu 7.2 leaves zeroed data (stored in holes of a preallocated image) out of this format
   if (!e.data || e.zero || e.offset === undefined) return '';
   return `${hex(e.start).padEnd(16)}${hex(e.length).padEnd(16)}${hex(e.offset).padEnd(16)}${e.filename ?? ''}\n`;
 }

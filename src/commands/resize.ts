@@ -82,7 +82,7 @@ export default async function resizeCommand(argv: string[], cli: Cli): Promise<n
       cli.error("warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.");
       return 1;
     }
-    if (target < cur && prealloc !== 'off') {
+    if (target <= cur && prealloc !== 'off') {
       cli.error('Preallocation can only be used for growing images');
       return 1;
     }

@@ -2,7 +2,7 @@
  * qemu-img snapshot [--object objectdef] [--image-opts] [-U] [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
  */
 import type { Cli } from '../cli/context.js';
-import { describe } from '../cli/context.js';
+import { describe, printPreface } from '../cli/context.js';
 import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
 import { printHelp } from '../cli/common.js';
@@ -34,6 +34,7 @@ async function perform(img: Image, action: Action, cli: Cli): Promise<number> {
       await ops.delete(action.name, (text) => cli.errRaw(text));
     }
   } catch (e) {
+    printPreface(cli, e);
     cli.error(`Could not ${VERB[action.op]} snapshot '${action.name}': ${describe(e)}`);
     return 1;
   }

@@ -10,7 +10,7 @@
 import { VdiskError } from '../../block/errors.js';
 import type { AmendHooks } from '../../block/driver.js';
 import { INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from './header.js';
-import { MAX_L1_BYTES } from './limits.js';
+import { snapshotL1Problem } from './load.js';
 import { writeWholeHeader } from './header-write.js';
 import { L2E_COMPRESSED_HI, L2E_COPIED_HI, entryOffset } from './l1l2.js';
 import type { MetadataWriter } from './l2-update.js';
@@ -49,7 +49,6 @@ async function l1Tables(c: AmendContext): Promise<Uint8Array[]> {
   return out;
 }
 
-const INT64_MAX = (1n << 63n) - 1n;
 const EXPAND_FAILED = 'Failed to turn zero into data clusters';
 
 /**
@@ -57,14 +56,11 @@ const EXPAND_FAILED = 'Failed to turn zero into data clusters';
  * changing anything, with the same messages.
  */
 function checkSnapshotTables(c: AmendContext, hooks: AmendHooks): void {
-  const cs = BigInt(c.p.map.geo.clusterSize);
   for (const s of c.p.loaded.snapshots) {
-    let why: [string, string] | undefined;
-    if (s.l1Size > MAX_L1_BYTES / 8) why = ['Snapshot L1 table too large', 'File too large'];
-    else if (INT64_MAX - BigInt(s.l1Size) * 8n < s.l1TableOffset || s.l1TableOffset % cs !== 0n) why = ['Snapshot L1 table offset invalid', 'Invalid argument'];
-    if (why) {
-      hooks.error?.(why[0]);
-      throw new VdiskError('invalid-format', 'QCOW2_DOWNGRADE_SNAPSHOT_L1', `${EXPAND_FAILED}: ${why[1]}`, { path: c.p.path, format: 'qcow2', op: 'amend' });
+    const bad = snapshotL1Problem(s, c.p.map.geo.clusterSize);
+    if (bad) {
+      hooks.error?.(bad.message);
+      throw new VdiskError('invalid-format', 'QCOW2_DOWNGRADE_SNAPSHOT_L1', `${EXPAND_FAILED}: ${bad.tooLarge ? 'File too large' : 'Invalid argument'}`, { path: c.p.path, format: 'qcow2', op: 'amend' });
     }
   }
 }

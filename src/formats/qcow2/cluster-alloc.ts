@@ -22,6 +22,11 @@ export class ClusterAllocator {
    * written there, whatever a damaged L2 entry or refcount says (qemu's overlap check).
    */
   readonly metadata = new Set<number>();
+  /**
+   * The refcounts cannot be trusted to tell free clusters (they miss metadata): new clusters are
+   * then taken only past the end of the file, where nothing live can be.
+   */
+  appendOnly = false;
 
   constructor(
     private readonly proto: Protocol,
@@ -55,6 +60,7 @@ export class ClusterAllocator {
    */
   private async findFree(n: number): Promise<number> {
     const per = this.perBlock;
+    if (this.appendOnly) this.hint = Math.max(this.hint, this.endCluster);
     let start = this.hint;
     let run = 0;
     let firstFree = -1;
@@ -150,15 +156,36 @@ export class ClusterAllocator {
     const cs = 2 ** this.clusterBits;
     const first = Math.floor(offset / cs);
     const last = Math.floor((offset + bytes - 1) / cs);
+    const own = !this.discards;
+    if (own && discardFreed) this.beginDiscards();
     for (let c = first; c <= last; c++) {
       const v = await this.rc.add(c, -1);
       if (v === 0) {
         this.freed++;
         this.metadata.delete(c);
         this.hint = Math.min(this.hint, c);
-        if (discardFreed) await this.proto.discard?.(c * cs, cs);
+        if (discardFreed) this.discards!.add(c * cs, cs);
       }
     }
+    if (own && discardFreed) await this.endDiscards();
+  }
+
+  private discards: DiscardQueue | undefined;
+
+  /** Until endDiscards, freed clusters are collected and punched as merged ranges, as qemu does. */
+  beginDiscards(): void {
+    this.discards ??= new DiscardQueue();
+  }
+
+  async endDiscards(): Promise<void> {
+    const q = this.discards;
+    this.discards = undefined;
+    if (q && this.proto.discard) for (const [off, len] of q.ranges()) await this.proto.discard(off, len);
+  }
+
+  /** Give `cluster` a refcount block if it has none (the table must already reach it). */
+  async cover(cluster: number): Promise<void> {
+    await this.ensureBlock(Math.floor(cluster / this.perBlock));
   }
 
   /** Make sure refcount block `ti` exists; true when clusters were allocated for it. */
@@ -185,6 +212,62 @@ export class ClusterAllocator {
     }
     await this.rc.add(c, 1);
     return true;
+  }
+
+  /**
+   * qemu's layout for a preallocating resize: new refcount blocks and a new refcount table (always
+   * moved, even when the old one would do) placed at cluster `start`, sized to cover `additional`
+   * more clusters past `start` plus the new structures themselves; every cluster of the area gets
+   * refcount 1 and the old table is freed. Returns the first cluster after the area.
+   */
+  async refcountArea(start: number, additional: number): Promise<number> {
+    const cs = 2 ** this.clusterBits;
+    const rc = this.rc;
+    const per = this.perBlock;
+    const perTableCluster = cs / 8;
+    // blocks and table clusters that cover everything up to and including themselves
+    let blocks = 0;
+    let tableClusters = 0;
+    for (let last = -1, n = 0; n !== last;) {
+      last = n;
+      blocks = Math.ceil((start + additional + blocks + tableClusters) / per);
+      tableClusters = Math.ceil(blocks / perTableCluster);
+      n = start + additional + blocks + tableClusters;
+    }
+    if (tableClusters * cs > MAX_REFCOUNT_TABLE_BYTES) {
+      throw new VdiskError('limit', 'QCOW2_REFTABLE_FULL', 'Failed to resize refcount structures: File too large', { path: this.path, format: 'qcow2' });
+    }
+    const old = { offset: rc.tableOffset, bytes: rc.table.length };
+    const table = new Uint8Array(tableClusters * cs);
+    table.set(rc.table.subarray(0, Math.min(rc.table.length, table.length)));
+    const firstIndex = Math.floor(start / per);
+    const view = new DataView(table.buffer);
+    const has = (i: number): boolean => view.getBigUint64(i * 8) !== 0n;
+    let next = start;
+    const fresh: number[] = [];
+    for (let i = firstIndex; i < blocks; i++) {
+      if (has(i)) continue;
+      fresh.push(i);
+      view.setBigUint64(i * 8, BigInt(next++ * cs));
+    }
+    const tableAt = next;
+    const end = tableAt + tableClusters;
+    rc.replaceTable(table, tableAt * cs);
+    for (const i of fresh) await rc.blocks.fresh(rc.blockOffset(i));
+    for (let i = firstIndex; i < blocks; i++) {
+      const from = Math.max(start, i * per);
+      const to = Math.min(end, (i + 1) * per);
+      if (from < to) await rc.addRun(from, to - from, 1);
+    }
+    for (let c = start; c < end; c++) this.metadata.add(c);
+    this.endCluster = Math.max(this.endCluster, end);
+    await rc.blocks.flush();
+    await this.proto.pwrite(table, tableAt * cs);
+    await this.proto.flush();
+    await this.onTableMoved(tableAt * cs, tableClusters);
+    await this.proto.flush();
+    await this.release(old.offset, old.bytes, false);
+    return end;
   }
 
   /** Move the refcount table to the end of the file, large enough for index `minIndex` and itself. */
@@ -236,5 +319,49 @@ export class ClusterAllocator {
     await this.onTableMoved(c0 * cs, tableClusters);
     await this.proto.flush();
     await this.release(old.offset, old.bytes, false);
+  }
+}
+
+/**
+ * Host ranges to punch, merged as qemu's discard queue merges them: a freed range joins the first
+ * queued range (in queue order) it touches, and a range that then touches another absorbs it; the
+ * queue keeps the order ranges first came in. One punch a run instead of one a cluster also
+ * leaves the host file system's extent tree (its disk usage) as qemu leaves it.
+ */
+class DiscardQueue {
+  private readonly list: Array<{ start: number; end: number; gone: boolean }> = [];
+  private readonly byStart = new Map<number, { start: number; end: number; gone: boolean }>();
+  private readonly byEnd = new Map<number, { start: number; end: number; gone: boolean }>();
+
+  add(offset: number, length: number): void {
+    const end = offset + length;
+    const touching = [this.byEnd.get(offset), this.byStart.get(end)].filter((r) => r !== undefined);
+    if (touching.length === 0) {
+      const r = { start: offset, end, gone: false };
+      this.list.push(r);
+      this.byStart.set(offset, r);
+      this.byEnd.set(end, r);
+      return;
+    }
+    touching.sort((x, y) => this.list.indexOf(x) - this.list.indexOf(y));
+    const d = touching[0]!;
+    this.byStart.delete(d.start);
+    this.byEnd.delete(d.end);
+    d.start = Math.min(d.start, offset);
+    d.end = Math.max(d.end, end);
+    const other = touching[1];
+    if (other) {
+      this.byStart.delete(other.start);
+      this.byEnd.delete(other.end);
+      other.gone = true;
+      d.start = Math.min(d.start, other.start);
+      d.end = Math.max(d.end, other.end);
+    }
+    this.byStart.set(d.start, d);
+    this.byEnd.set(d.end, d);
+  }
+
+  ranges(): Array<[number, number]> {
+    return this.list.filter((r) => !r.gone).map((r) => [r.start, r.end - r.start]);
   }
 }

@@ -61,7 +61,7 @@ export const L1E_COPIED_HI = 0x80000000;
 export const L2E_COPIED_HI = 0x80000000;
 export const L2E_COMPRESSED_HI = 0x40000000;
 /** Bits 53..55 of a host offset: offsets this high cannot be real and would lose precision. */
-const UNSAFE_HI = 0x00e00000;
+export const UNSAFE_HI = 0x00e00000;
 
 export function hx(n: number): string {
   return n === 0 ? '0' : `0x${n.toString(16)}`;

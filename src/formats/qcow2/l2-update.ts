@@ -30,7 +30,7 @@ const MAX_PENDING_FREES = 4096;
 
 export class MetadataWriter {
   private readonly dirtyL1 = new Set<number>();
-  private pendingFrees: Array<[number, number]> = [];
+  private pendingFrees: Array<[number, number, boolean]> = [];
 
   constructor(
     private readonly proto: Protocol,
@@ -89,7 +89,7 @@ export class MetadataWriter {
     if (old !== 0) {
       // refcounts count snapshots, not tables: the data clusters keep theirs, the old table loses one
       table.set(await this.map.l2Cache.get(old));
-      this.queueFree(old, this.cs);
+      this.queueFree(old, this.cs, false);
     }
     this.map.l2Cache.markDirty(nu, table);
     this.setL1(l1i, nu);
@@ -142,8 +142,12 @@ export class MetadataWriter {
     }
   }
 
-  queueFree(offset: number, bytes: number): void {
-    this.pendingFrees.push([offset, bytes]);
+  /**
+   * `discard`: punch what becomes free. qemu does for guest discards, shrinks and snapshots, but
+   * not for the tables it replaces (its "other" discard type, off by default): those keep their bytes.
+   */
+  queueFree(offset: number, bytes: number, discard = true): void {
+    this.pendingFrees.push([offset, bytes, discard]);
   }
 
   get mustFlush(): boolean {
@@ -165,7 +169,12 @@ export class MetadataWriter {
     this.pendingFrees = [];
     // decrements only once no table on disk still points at what they free
     await this.sync();
-    for (const [off, bytes] of frees) await this.alloc.release(off, bytes, true);
+    this.alloc.beginDiscards();
+    try {
+      for (const [off, bytes, discard] of frees) await this.alloc.release(off, bytes, discard);
+    } finally {
+      await this.alloc.endDiscards();
+    }
     await this.rc.flush();
   }
 
@@ -187,9 +196,8 @@ export class MetadataWriter {
     const nu = await this.alloc.allocateMeta(bytes / this.cs);
     const l1 = new Uint8Array(entries * 8);
     l1.set(this.map.l1);
-    const padded = new Uint8Array(bytes);
-    padded.set(l1);
-    await this.proto.pwrite(padded, nu);
+    // only the entries, as qemu writes them: the rest of the last cluster is never read
+    await this.proto.pwrite(l1, nu);
     await this.rc.flush();
     await this.sync();
     const old = { offset: this.l1Offset, bytes: Math.ceil(this.map.l1.length / this.cs) * this.cs };
@@ -197,7 +205,7 @@ export class MetadataWriter {
     this.map.replaceL1(l1);
     this.l1Offset = nu;
     this.dirtyL1.clear();
-    if (old.bytes > 0) this.queueFree(old.offset, old.bytes);
+    if (old.bytes > 0) this.queueFree(old.offset, old.bytes, false);
     await this.flush();
   }
 }

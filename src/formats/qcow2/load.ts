@@ -4,6 +4,7 @@
  * the file is checked against a named limit (./limits.ts) before memory is allocated for it.
  */
 import type { OpenContext } from '../../block/driver.js';
+import { VdiskError } from '../../block/errors.js';
 import { MAX_IMAGE_SIZE } from '../../block/limits.js';
 import type { Protocol } from '../../protocols/types.js';
 import {
@@ -43,6 +44,19 @@ function checkTable(offset: bigint, entries: number, entryBytes: number, maxByte
   if (INT64_MAX - bytes < offset || offset % BigInt(clusterSize) !== 0n) {
     throw invalid('QCOW2_TABLE_OFFSET', `${name} offset invalid`, path);
   }
+}
+
+/**
+ * What qemu's table check says of a snapshot's L1 table, or undefined if it passes; `tooLarge`
+ * (EFBIG) or not (EINVAL) is the errno qemu's callers print.
+ */
+export function snapshotL1Problem(s: Snapshot, clusterSize: number): { message: string; tooLarge: boolean } | undefined {
+  if (s.l1Size > MAX_L1_BYTES / 8) return { message: 'Snapshot L1 table too large', tooLarge: true };
+  const bytes = BigInt(s.l1Size) * 8n;
+  if (INT64_MAX - bytes < s.l1TableOffset || s.l1TableOffset % BigInt(clusterSize) !== 0n) {
+    return { message: 'Snapshot L1 table offset invalid', tooLarge: false };
+  }
+  return undefined;
 }
 
 function checkFeatures(h: RawHeader, ext: Extensions, path: string, readOnly: boolean): void {
@@ -143,7 +157,9 @@ export async function loadImage(proto: Protocol, ctx: OpenContext): Promise<Load
         ? snapshots.find((x) => x.id === ctx.options['snapshot.id'] && x.name === ctx.options['snapshot.name'])
         : findSnapshot(snapshots, snapName);
     if (!s) throw invalid('QCOW2_NO_SNAPSHOT', `Can't find snapshot`, path, 'invalid-format');
-    checkTable(s.l1TableOffset, s.l1Size, 8, MAX_L1_BYTES, clusterSize, 'Snapshot L1 table', path);
+    const bad = snapshotL1Problem(s, clusterSize);
+    // qemu loads the snapshot after opening the image: its errors carry no "Could not open"
+    if (bad) throw new VdiskError(bad.tooLarge ? 'limit' : 'invalid-format', 'SNAPSHOT_LOAD', `Failed to load snapshot: ${bad.message}`, { path, format: 'qcow2' });
     l1 = new Uint8Array(s.l1Size * 8);
     await proto.pread(l1, Number(s.l1TableOffset));
     out.l1 = l1;

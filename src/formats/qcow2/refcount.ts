@@ -189,6 +189,22 @@ export class Refcounts {
     this.dirtyEntries.clear();
   }
 
+  /** Forget block `ti` (the caller has written the table without it). */
+  forgetBlock(ti: number): void {
+    const off = this.blockOffsetOrZero(ti);
+    this.tableView.setBigUint64(ti * 8, 0n);
+    this.dirtyEntries.delete(ti);
+    if (off !== 0) this.blocks.drop(off);
+  }
+
+  private blockOffsetOrZero(ti: number): number {
+    try {
+      return this.blockOffset(ti);
+    } catch {
+      return 0;
+    }
+  }
+
   /** Replace the table (after it moved and grew); the caller writes it and the header. */
   replaceTable(table: Uint8Array, offset: number): void {
     this.table = table;

@@ -4,17 +4,24 @@
  * L2 tables left empty, then trimming the file after its last used cluster), as qemu does.
  */
 import { VdiskError } from '../../block/errors.js';
+import { isAllZero } from '../../block/bytes.js';
 import type { Preallocation } from '../../protocols/types.js';
 import type { Qcow2Parts } from './layer.js';
 import type { MetadataWriter, RawEntry } from './l2-update.js';
 import { L2E_COMPRESSED_HI, L2E_COPIED_HI, entryOffset } from './l1l2.js';
 import { AUTOCLEAR_DATA_FILE_RAW } from './header.js';
+import { setRefcountEntry } from './refcount.js';
+import { preallocateInFile } from './prealloc.js';
 
 const ALL_SUBCLUSTERS = 0xffffffff;
 
 export interface ResizeContext {
   p: Qcow2Parts;
   meta: MetadataWriter;
+  /** qemu's fatal corruption event (corrupt bit set, writes refused); returns the line qemu prints. */
+  corruption(what: string): Promise<string>;
+  /** Guest content of [from, to) as it reads now (through the backing chain). */
+  current(from: number, to: number): Promise<Uint8Array>;
 }
 
 async function writeHeaderSize(c: ResizeContext, size: number): Promise<void> {
@@ -45,7 +52,11 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
     });
   }
   if (p.data !== p.proto) await p.data!.truncate(size, prealloc === 'metadata' ? 'off' : prealloc);
-  if (prealloc !== 'off') await preallocate(c, old, size, prealloc);
+  // qemu's own layout for falloc/full in the image file; extended L2, encrypted and data-file
+  // images keep the table-by-table walk
+  const inFile = (prealloc === 'falloc' || prealloc === 'full') && p.data === p.proto && !p.luks && !g.extL2;
+  if (size > old && inFile) await preallocateInFile(c, old, size, prealloc);
+  else if (size > old && prealloc !== 'off') await preallocate(c, old, size, prealloc);
   await meta.flush();
   await writeHeaderSize(c, size);
 }
@@ -66,6 +77,10 @@ async function preallocate(c: ResizeContext, from: number, to: number, mode: Pre
   const cs = g.clusterSize;
   const per = 2 ** g.l2Bits;
   const fileEnd = await p.proto.size();
+  // the cluster the old end falls in keeps its guest content (backing data) in its new place
+  const headStart = Math.floor(from / cs) * cs;
+  const hadHost = (await p.map.lookup(headStart, 1)).hostOffset !== undefined;
+  const head = from % cs !== 0 && !hadHost && p.data === p.proto && !p.luks ? await c.current(headStart, from) : undefined;
   const pending: Array<{ l1i: number; offset: number; table: Uint8Array }> = [];
   const spare: Uint8Array[] = [];
   const writePending = async (): Promise<void> => {
@@ -99,6 +114,11 @@ async function preallocate(c: ResizeContext, from: number, to: number, mode: Pre
   if (p.data === p.proto) {
     const end = meta.alloc.endCluster * cs;
     if (end > fileEnd) await p.proto.truncate(end, mode === 'metadata' ? 'off' : mode);
+  }
+  if (head) {
+    await meta.flush();
+    const m = await p.map.lookup(headStart, 1);
+    if (m.type === 'normal' && m.hostOffset !== undefined) await p.proto.pwrite(head, m.hostOffset);
   }
 }
 
@@ -148,8 +168,12 @@ export async function shrinkImage(c: ResizeContext, size: number): Promise<void>
   const g = p.map.geo;
   const per = 2 ** g.l2Bits;
   const firstDropped = Math.ceil(size / g.clusterSize);
-  for (let l1i = Math.floor(firstDropped / per); l1i < p.map.l1Entries; l1i++) {
-    if (p.map.l2Offset(l1i) === 0) continue;
+  const firstL1 = Math.floor(firstDropped / per);
+  // qemu's discard of the cut range gives the L2 table it starts in a place even if nothing is
+  // mapped there (the tables it makes wholly past the end it frees again at once)
+  const partial = firstDropped % per !== 0 && firstDropped * g.clusterSize < p.loaded.size;
+  for (let l1i = firstL1; l1i < p.map.l1Entries; l1i++) {
+    if (p.map.l2Offset(l1i) === 0 && !(partial && l1i === firstL1)) continue;
     const l2off = await meta.l2ForWrite(l1i);
     for (let idx = Math.max(0, firstDropped - l1i * per); idx < per; idx++) {
       const e = await meta.entry(l2off, idx);
@@ -164,6 +188,7 @@ export async function shrinkImage(c: ResizeContext, size: number): Promise<void>
     }
   }
   await meta.flush();
+  await shrinkReftable(c);
   await writeHeaderSize(c, size);
   if (p.data !== p.proto) await p.data!.truncate(size);
   const last = await meta.rc.lastUsedCluster();
@@ -172,4 +197,83 @@ export async function shrinkImage(c: ResizeContext, size: number): Promise<void>
     await p.proto.truncate(end);
     meta.alloc.endCluster = last + 1;
   }
+}
+
+/** Bits 9-63 of a refcount table entry, as qemu masks them (damaged entries can exceed 2^53). */
+const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
+
+function rawBlockOffset(table: Uint8Array, ti: number): bigint {
+  return new DataView(table.buffer, table.byteOffset, table.byteLength).getBigUint64(ti * 8) & REFT_OFFSET_MASK;
+}
+
+const hex = (n: bigint | number): string => `0x${n.toString(16)}`;
+
+/**
+ * After a shrink, as qemu does: refcount blocks that count nothing but (perhaps) themselves leave
+ * the table, which is written whole, and each one's own refcount is then dropped in the block that
+ * covers it. A block the table's entries cannot reach (damaged entries) is qemu's fatal corruption
+ * event; the virtual size is then left unchanged.
+ */
+async function shrinkReftable(c: ResizeContext): Promise<void> {
+  const { p, meta } = c;
+  const rc = meta.rc;
+  const cs = p.map.geo.clusterSize;
+  const per = 2 ** rc.blockBits;
+  const fail = async (what: string): Promise<VdiskError> => {
+    const line = await c.corruption(what);
+    return new VdiskError('io', 'QCOW2_SHRINK_REFBLOCKS', 'Failed to discard unused refblocks: Input/output error',
+      { path: p.path, format: 'qcow2', op: 'resize', errno: 'EIO', preface: [{ text: line }] });
+  };
+  const kept = rc.table.slice();
+  const dropped: Array<{ ti: number; offset: bigint }> = [];
+  for (let ti = 0; ti < rc.tableEntries; ti++) {
+    const off = rawBlockOffset(rc.table, ti);
+    if (off === 0n) continue;
+    if (off % BigInt(cs) !== 0n) throw await fail(`Cannot get entry from refcount block cache: Offset ${hex(off)} is unaligned`);
+    // a block past any file reads as zeros, as qemu reads past the end of the file
+    if (off <= BigInt(Number.MAX_SAFE_INTEGER) && !blockIsUnused(await rc.blocks.get(Number(off)), ti, Number(off), cs, per, rc.order)) continue;
+    new DataView(kept.buffer).setBigUint64(ti * 8, 0n);
+    dropped.push({ ti, offset: off });
+  }
+  if (dropped.length === 0) return;
+  await p.proto.pwrite(kept, rc.tableOffset);
+  await p.proto.flush();
+  let failure: VdiskError | undefined;
+  for (const d of dropped) {
+    if (!failure) failure = await discardRefblock(c, d.offset, fail);
+    rc.forgetBlock(d.ti);
+  }
+  await meta.flush();
+  if (failure) throw failure;
+}
+
+function blockIsUnused(block: Uint8Array, ti: number, off: number, cs: number, per: number, order: number): boolean {
+  const own = Math.floor(off / cs);
+  let b = block;
+  if (Math.floor(own / per) === ti) {
+    // a block that counts itself: its own entry does not make it used
+    b = block.slice();
+    setRefcountEntry(b, own % per, order, 0);
+  }
+  return isAllZero(b);
+}
+
+/** Drop the refcount of the refcount block at `off`; returns qemu's failure when that is impossible. */
+async function discardRefblock(c: ResizeContext, off: bigint, fail: (what: string) => Promise<VdiskError>): Promise<VdiskError | undefined> {
+  const { p, meta } = c;
+  const rc = meta.rc;
+  const cs = p.map.geo.clusterSize;
+  const per = 2 ** rc.blockBits;
+  const coverTi = off / BigInt(cs * per);
+  const cover = coverTi < BigInt(rc.tableEntries) ? rawBlockOffset(rc.table, Number(coverTi)) : 0n;
+  if (cover === 0n) return fail(`Refblock at ${hex(off)} is not covered by the refcount structures`);
+  const cluster = Number(off / BigInt(cs));
+  const n = await rc.get(cluster);
+  if (n !== 1) {
+    return fail(`Invalid refcount: refblock offset ${hex(cover)}, reftable index ${coverTi}, block offset ${hex(off)}, refcount ${hex(n)}`);
+  }
+  await rc.add(cluster, -1);
+  meta.alloc.metadata.delete(cluster);
+  await p.proto.discard?.(Number(off), cs);
+  return undefined;
 }

@@ -8,11 +8,26 @@
 import { VdiskError } from '../../block/errors.js';
 import type { Qcow2Parts } from './layer.js';
 import type { MetadataWriter } from './l2-update.js';
-import { L1E_COPIED_HI, L2E_COMPRESSED_HI, L2E_COPIED_HI } from './l1l2.js';
+import { L1E_COPIED_HI, L2E_COMPRESSED_HI, L2E_COPIED_HI, UNSAFE_HI } from './l1l2.js';
+import { MAX_REFCOUNT_TABLE_BYTES, MAX_SNAPSHOTS } from './limits.js';
+import { snapshotL1Problem } from './load.js';
 import { diskTableBytes, encodeSnapshots, type Snapshot } from './snapshot.js';
 
 function l1Offset(dv: DataView, i: number): number {
   return (dv.getUint32(i * 8) & 0x00ffffff) * 0x100000000 + ((dv.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
+}
+
+/**
+ * A reference qemu's snapshot creation cannot take because the cluster has no refcount block.
+ * qemu first allocates (and zeroes) a new block for it; if the table has a slot for the block it
+ * hooks it in and fails with EAGAIN (its callers would retry: `hook`), otherwise the table must
+ * grow, which fails with EFBIG past qemu's table limit (the zeroed cluster is leaked). Growing the
+ * table into the far area such a cluster lies in (EAGAIN) is not reproduced: the cluster is leaked.
+ */
+class UncountableCluster extends Error {
+  constructor(readonly errno: '-27 (File too large)' | '-11 (Resource temporarily unavailable)', readonly hook?: number) {
+    super(errno);
+  }
 }
 
 /** Add `delta` references to every L2 table and cluster reachable from `l1`. */
@@ -24,6 +39,7 @@ async function walk(meta: MetadataWriter, l1: Uint8Array, delta: 1 | -1): Promis
     if (l2 === 0) continue;
     for (let idx = 0; idx < 2 ** g.l2Bits; idx++) {
       const e = await meta.entry(l2, idx);
+      if (delta > 0 && !(e.hi & L2E_COMPRESSED_HI) && e.hi & UNSAFE_HI) throw new UncountableCluster('-27 (File too large)');
       for (const [off, bytes] of meta.hostRanges(e)) await ref(meta, off, bytes, delta);
     }
     await ref(meta, l2, g.clusterSize, delta);
@@ -36,7 +52,14 @@ async function ref(meta: MetadataWriter, off: number, bytes: number, delta: 1 | 
     return;
   }
   const cs = meta.map.geo.clusterSize;
-  for (let c = Math.floor(off / cs); c * cs < off + bytes; c++) await meta.rc.add(c, 1);
+  for (let c = Math.floor(off / cs); c * cs < off + bytes; c++) {
+    const ti = Math.floor(c / 2 ** meta.rc.blockBits);
+    if (ti >= meta.rc.tableEntries || meta.rc.blockOffset(ti) === 0) {
+      if (ti >= MAX_REFCOUNT_TABLE_BYTES / 8) throw new UncountableCluster('-27 (File too large)');
+      throw new UncountableCluster('-11 (Resource temporarily unavailable)', ti < meta.rc.tableEntries ? c : undefined);
+    }
+    await meta.rc.add(c, 1);
+  }
 }
 
 /** Bit 63 of active L1 and L2 entries: set exactly where the refcount is 1. */
@@ -103,23 +126,23 @@ export class SnapshotEditor {
   }
 
   async create(name: string, date: { sec: number; nsec: number }): Promise<void> {
+    if (this.p.loaded.snapshots.length >= MAX_SNAPSHOTS) {
+      throw new VdiskError('limit', 'QCOW2_SNAPSHOT_TABLE_FULL', '-27 (File too large)', { path: this.p.path, format: 'qcow2' });
+    }
     this.refuse();
     const meta = await this.meta();
     await meta.flush();
-    const cs = meta.map.geo.clusterSize;
     try {
       await walk(meta, meta.map.l1, 1);
     } catch (e) {
-      if (!(e instanceof VdiskError) || e.code !== 'QCOW2_REFCOUNT_OVERFLOW') throw e;
-      // qemu has allocated the new L1 table by the time a refcount overflows, and leaks it
-      if (meta.map.l1.length > 0) {
-        const at = await meta.alloc.allocateMeta(Math.ceil(meta.map.l1.length / cs));
-        await this.p.proto.pwrite(meta.map.l1.slice(), at);
-      }
-      await meta.flush();
-      throw new VdiskError('limit', 'QCOW2_SNAPSHOT_REFCOUNT_OVERFLOW', '-22 (Invalid argument)', { path: this.p.path, format: 'qcow2' }, e);
+      const errno = e instanceof UncountableCluster ? e.errno
+        : e instanceof VdiskError && e.code === 'QCOW2_REFCOUNT_OVERFLOW' ? '-22 (Invalid argument)' : undefined;
+      if (errno === undefined) throw e;
+      await this.failCreate(meta, e instanceof UncountableCluster ? e : undefined);
+      throw new VdiskError('limit', 'QCOW2_SNAPSHOT_REFCOUNT', errno, { path: this.p.path, format: 'qcow2' }, e);
     }
     await updateCopied(meta);
+    const cs = meta.map.geo.clusterSize;
     const l1 = meta.map.l1.slice();
     const l1Bytes = Math.ceil(l1.length / cs) * cs;
     const l1Off = l1.length > 0 ? await meta.alloc.allocateMeta(l1Bytes / cs) : 0;
@@ -138,12 +161,40 @@ export class SnapshotEditor {
     await meta.flush();
   }
 
+  /**
+   * Leave the image as qemu's failed creation does: it has copied the active L1 table to new
+   * clusters (leaked) and, for a cluster without a refcount block, made a block (see
+   * UncountableCluster).
+   */
+  private async failCreate(meta: MetadataWriter, why: UncountableCluster | undefined): Promise<void> {
+    const cs = meta.map.geo.clusterSize;
+    if (meta.map.l1.length > 0) {
+      const at = await meta.alloc.allocateMeta(Math.ceil(meta.map.l1.length / cs));
+      await this.p.proto.pwrite(meta.map.l1.slice(), at);
+    }
+    if (why?.hook !== undefined) await meta.alloc.cover(why.hook);
+    else if (why) await this.p.proto.pwrite(new Uint8Array(cs), await meta.alloc.allocate(1));
+    await meta.flush();
+  }
+
+  /** The snapshot's L1 table must pass qemu's table check before it is used. */
+  private checkL1(s: Snapshot, report: boolean): void {
+    const bad = snapshotL1Problem(s, this.p.map.geo.clusterSize);
+    if (!bad) return;
+    const ctx = { path: this.p.path, format: 'qcow2' };
+    if (!report) throw new VdiskError('invalid-format', 'QCOW2_SNAPSHOT_L1', bad.message, ctx);
+    // apply reports the table's problem on its own line and fails with the errno
+    throw new VdiskError('invalid-format', 'QCOW2_SNAPSHOT_L1', `Failed to load snapshot: ${bad.tooLarge ? 'File too large' : 'Invalid argument'}`,
+      { ...ctx, preface: [{ text: bad.message, prefixed: true }] });
+  }
+
   async delete(name: string, report?: (text: string) => void): Promise<void> {
     this.refuse();
-    const meta = await this.meta();
     const i = this.p.loaded.snapshots.findIndex((s) => s.name === name);
     if (i < 0) throw new VdiskError('not-found', 'QCOW2_NO_SNAPSHOT', 'snapshot not found', { path: this.p.path, format: 'qcow2' });
     const s = this.p.loaded.snapshots[i]!;
+    this.checkL1(s, false);
+    const meta = await this.meta();
     await meta.flush();
     await this.writeTable(meta, this.p.loaded.snapshots.filter((_, j) => j !== i));
     // qemu frees the old table at once, and a failure there is reported and passed over: the
@@ -169,10 +220,11 @@ export class SnapshotEditor {
 
   async apply(idOrName: string): Promise<void> {
     this.refuse();
-    const meta = await this.meta();
     const list = this.p.loaded.snapshots;
     const s = list.find((x) => x.id === idOrName) ?? list.find((x) => x.name === idOrName);
     if (!s) throw new VdiskError('not-found', 'QCOW2_NO_SNAPSHOT', 'Failed to load snapshot: No such file or directory', { path: this.p.path, format: 'qcow2' });
+    this.checkL1(s, true);
+    const meta = await this.meta();
     await meta.flush();
     const l1 = await this.readL1(s);
     await walk(meta, l1, 1);

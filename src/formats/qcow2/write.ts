@@ -103,14 +103,22 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     await this.p.proto.flush();
   }
 
+  /** Why refcounts that miss metadata refuse writes (set when a shrink went ahead regardless). */
+  private uncovered: VdiskError | undefined;
+
   /**
    * The metadata writer. `metadataOnly`: the caller changes metadata, never guest data (amend), so
-   * enabled persistent bitmaps cannot go stale and do not block it.
+   * enabled persistent bitmaps cannot go stale and do not block it. `shrink`: the caller only drops
+   * clusters, so refcounts that miss metadata do not refuse it (qemu does not look); what it must
+   * allocate (an L2 table, as qemu's discard does) goes past the end of the file.
    */
-  private async writer(metadataOnly = false): Promise<MetadataWriter> {
+  private async writer(metadataOnly = false, shrink = false): Promise<MetadataWriter> {
     this.checkIo();
     if (this.writeBlocked && !(metadataOnly && this.writeBlocked.code === 'QCOW2_BITMAPS_WRITE')) throw this.writeBlocked;
-    if (this.meta) return this.meta;
+    if (this.meta) {
+      if (this.uncovered && !shrink) throw this.uncovered;
+      return this.meta;
+    }
     await this.repairDirty();
     const p = this.p;
     const h = p.loaded.header;
@@ -128,7 +136,12 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       h.refcountTableClusters = clusters;
     }, p.path, (offset, what) => this.overlap(offset, what));
     seedMetadata(p, alloc, rc);
-    await this.checkRefcountsCoverMetadata(alloc, rc);
+    const uncovered = await this.uncoveredMetadata(alloc, rc);
+    if (uncovered) {
+      if (!shrink) throw (this.writeBlocked = uncovered);
+      alloc.appendOnly = true;
+      this.uncovered = uncovered;
+    }
     this.meta = new MetadataWriter(p.proto, p.map, rc, alloc, p.loaded.l1Offset, p.data !== p.proto, p.path, p.data !== p.proto ? p.data : undefined);
     return this.meta;
   }
@@ -144,6 +157,12 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       `qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with ${what} at host offset 0x${offset.toString(16)}); further corruption events will be suppressed`,
       { path: this.p.path, format: 'qcow2', offset, op: 'write' });
     this.writeBlocked = err;
+    this.setCorruptBit();
+    return err;
+  }
+
+  /** The corrupt bit on disk (v3 only: v2 has no feature bits), written once. */
+  private setCorruptBit(): void {
     const h = this.p.loaded.header;
     if (h.version >= 3 && !this.corruptMark) {
       h.incompatibleFeatures |= INCOMPAT_CORRUPT;
@@ -151,14 +170,14 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       new DataView(b.buffer).setBigUint64(0, h.incompatibleFeatures);
       this.corruptMark = this.p.proto.pwrite(b, 72).then(() => this.p.proto.flush());
     }
-    return err;
   }
 
   /**
    * Allocation trusts refcounts; if they do not even count the image's own metadata (a refcount
-   * table past the end of the file, zeroed blocks), new clusters would land on live data. Refuse.
+   * table past the end of the file, zeroed blocks), new clusters would land on live data: the
+   * error that refuses allocation, if so.
    */
-  private async checkRefcountsCoverMetadata(alloc: ClusterAllocator, rc: Refcounts): Promise<void> {
+  private async uncoveredMetadata(alloc: ClusterAllocator, rc: Refcounts): Promise<VdiskError | undefined> {
     for (const c of alloc.metadata) {
       let n = 0;
       try {
@@ -168,12 +187,23 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       }
       if (n === 0) {
         const path = this.p.path;
-        this.writeBlocked = new VdiskError('corrupt', 'QCOW2_REFCOUNTS_BROKEN',
+        return new VdiskError('corrupt', 'QCOW2_REFCOUNTS_BROKEN',
           `Could not write to '${path}': the refcounts do not cover the image's metadata (cluster ${c} has refcount 0); repair it with 'qemu-img check -r all'`,
           { path, format: 'qcow2', offset: c * this.p.map.geo.clusterSize, op: 'write' });
-        throw this.writeBlocked;
       }
     }
+    return undefined;
+  }
+
+  /**
+   * qemu's fatal corruption event outside a guest write: the corrupt bit is set (v3) and nothing
+   * more is written through this open. Returns the line qemu prints.
+   */
+  private async corruption(what: string): Promise<string> {
+    this.setCorruptBit();
+    await this.corruptMark;
+    this.writeBlocked = new VdiskError('corrupt', 'QCOW2_CORRUPTED', 'No medium found', { path: this.p.path, format: 'qcow2' });
+    return `qcow2: Marking image as corrupt: ${what}; further corruption events will be suppressed`;
   }
 
   /** The spec lets a writer keep autoclear bits only for features it maintains. */
@@ -621,11 +651,12 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       }
       if (size % 512 !== 0) throw fail('QCOW2_RESIZE_ALIGN', 'The new size must be a multiple of 512');
       if (size > MAX_IMAGE_SIZE) throw fail('QCOW2_RESIZE_SIZE', `Image size ${size} is too large`);
-      const meta = await this.writer();
+      const shrinking = size < this.size;
+      const meta = await this.writer(false, shrinking);
       // bitmaps follow the new size (stored at close); inconsistent ones refuse it, as in qemu
       await this.bitmapState.beforeResize();
-      const ctx = { p: this.p, meta };
-      if (size < this.size) {
+      const ctx = { p: this.p, meta, corruption: (what: string) => this.corruption(what), current: (from: number, to: number) => this.current(from, to) };
+      if (shrinking) {
         if (opts.prealloc !== 'off') throw fail('QCOW2_SHRINK_PREALLOC', "Preallocation can't be used for shrinking an image");
         await shrinkImage(ctx, size);
       } else {
