@@ -1,21 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSync, writeSync, closeSync, statSync, readSync } from 'node:fs';
+import { openSync, closeSync, statSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { qemuImg, qemuIo, scratch, vdisk } from '../../helpers/oracle.ts';
+import { poke } from '../../helpers/patch.ts';
 
 // A shrink drops the refcount blocks left counting nothing from the refcount table (qemu's
 // iotest 163 reads the table back), and qemu's discard of the cut range gives the L2 table the new
 // end falls in a place; the files must come out byte for byte as qemu-img leaves them.
-
-function poke(file: string, offset: number, bytes: number[]): void {
-  const fd = openSync(file, 'r+');
-  try {
-    writeSync(fd, Uint8Array.from(bytes), 0, bytes.length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** The same image made twice (one for each program), by qemu-img and qemu-io, then patched. */
 function twins(make: (dir: string) => void): [string, string] {

@@ -1,21 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { qemuImg, qemuIo, scratch, vdisk } from '../../helpers/oracle.ts';
+import { poke } from '../../helpers/patch.ts';
 
 // iotest 080: qemu-img opens images whose snapshot table or active L2 table is damaged and fails
 // the snapshot operation itself, with its own wording (and for creation, with the clusters it
 // had allocated before failing): vdisk must say and leave the same.
-
-function poke(file: string, offset: number, bytes: number[]): void {
-  const fd = openSync(file, 'r+');
-  try {
-    writeSync(fd, Uint8Array.from(bytes), 0, bytes.length, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 const be64 = (n: bigint): number[] => Array.from({ length: 8 }, (_, i) => Number((n >> BigInt(56 - 8 * i)) & 0xffn));
 const be32 = (n: number): number[] => [n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
