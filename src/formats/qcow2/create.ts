@@ -65,8 +65,12 @@ function fail(msg: string): never {
 
 const V3_HINT = 'compatibility level 1.1 and above (use version=v3 or greater)';
 
-/** Check option values and combinations with qemu-img's messages. */
-export function qcow2CreateParams(size: number, o: Readonly<Record<string, string>>): Qcow2CreateParams {
+/**
+ * Check option values and combinations with qemu-img's messages. `measure` reads the same options
+ * but, as qemu's measure, does not refuse combinations only creation cannot do (backing file with
+ * preallocation).
+ */
+export function qcow2CreateParams(size: number, o: Readonly<Record<string, string>>, purpose: 'create' | 'measure' = 'create'): Qcow2CreateParams {
   const compat = o['compat'] ?? '1.1';
   const version = compat === '0.10' || compat === 'v2' ? 2 : compat === '1.1' || compat === 'v3' ? 3 : fail(`Parameter 'version' does not accept value '${compat}'`);
   const ct = o['compression_type'] ?? 'zlib';
@@ -94,7 +98,7 @@ export function qcow2CreateParams(size: number, o: Readonly<Record<string, strin
   // a raw data file must map every cluster to itself: qemu preallocates the metadata for it
   if (p.dataFileRaw && p.prealloc === 'off') p.prealloc = 'metadata';
   if (p.zstd && version === 2) fail(`Non-zlib compression type is only supported with ${V3_HINT}`);
-  if (p.backingFile !== undefined && pa !== 'off' && !p.extendedL2) {
+  if (purpose === 'create' && p.backingFile !== undefined && pa !== 'off' && !p.extendedL2) {
     fail('Backing file and preallocation can only be used at the same time if extended_l2 is on');
   }
   const enc = encryptParams(o);

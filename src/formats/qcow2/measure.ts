@@ -77,7 +77,7 @@ function bitmapsBytes(input: MeasureInput, clusterSize: number): number {
 export async function measureQcow2(input: MeasureInput): Promise<MeasureResult> {
   let p;
   try {
-    p = qcow2CreateParams(input.size, input.options);
+    p = qcow2CreateParams(input.size, input.options, 'measure');
   } catch (e) {
     // measure words the size limit without naming the format
     if (e instanceof VdiskError && e.code === 'QCOW2_TOO_LARGE') {
@@ -92,6 +92,9 @@ export async function measureQcow2(input: MeasureInput): Promise<MeasureResult> 
   const fully = luks + fullyAllocatedBytes(virtual, clusterSize, p.refcountOrder, p.extendedL2);
   const bitmaps = input.sourceBitmapBytes !== undefined ? { bitmaps: input.sourceBitmapBytes + bitmapsBytes(input, clusterSize) } : {};
   if (p.prealloc === 'full' || p.prealloc === 'falloc') return { required: fully, fullyAllocated: fully, ...bitmaps };
-  const data = await allocatedDataBytes(input, clusterSize);
+  // with a backing file for the new image qemu cannot tell how much of the source that backing
+  // chain already holds, so it counts every cluster of an input image as written (not for --size)
+  const fromImage = input.extents !== undefined || input.allocatedBytes !== undefined;
+  const data = fromImage && p.backingFile !== undefined ? virtual : await allocatedDataBytes(input, clusterSize);
   return { required: fully - virtual + data, fullyAllocated: fully, ...bitmaps };
 }
