@@ -5,12 +5,10 @@
  * copied (holes kept) into a fresh directory for each case.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemuImg, qemuIo, scratch, vdisk, type RunResult } from '../helpers/oracle.ts';
+import { copiesOf, qemuImg, qemuIo, vdisk, type RunResult } from '../helpers/oracle.ts';
 
-let template: string | undefined;
 
 function make(dir: string): void {
   const ok = (r: RunResult): void => assert.equal(r.code, 0, r.stderr);
@@ -27,16 +25,8 @@ function make(dir: string): void {
   writeFileSync(join(dir, 'eio.conf'), '[inject-error]\nevent = "none"\niotype = "read"\nsector = "2100"\n');
 }
 
-export function failureDir(): string {
-  if (!template) {
-    template = scratch();
-    make(template);
-  }
-  const d = scratch();
-  const r = spawnSync('cp', ['-a', '--sparse=always', `${template}/.`, d]);
-  assert.equal(r.status, 0, String(r.stderr));
-  return d;
-}
+/** A fresh directory holding the images of make(), copied (holes kept) from one made once. */
+export const failureDir: () => string = copiesOf(make);
 
 /** Run one command line in two copies of the fixture; output and exit code must match qemu-img's. */
 export function assertSameFailure(argv: readonly string[]): { a: string; b: string } {

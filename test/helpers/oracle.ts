@@ -78,6 +78,24 @@ export function scratch(prefix = 'vdisk-test-'): string {
   return d;
 }
 
+/**
+ * Fresh copies (holes kept) of a directory that `build` fills once per process: tests that need the
+ * same set of images in a clean state per case, without making them again each time.
+ */
+export function copiesOf(build: (dir: string) => void): () => string {
+  let template: string | undefined;
+  return () => {
+    if (!template) {
+      template = scratch();
+      build(template);
+    }
+    const d = scratch();
+    const r = spawnSync('cp', ['-a', '--sparse=always', `${template}/.`, d]);
+    if (r.status !== 0) throw new Error(`copying ${template}: ${String(r.stderr)}`);
+    return d;
+  };
+}
+
 export function sha256File(path: string): Promise<string> {
   return new Promise((res, rej) => {
     const h = createHash('sha256');

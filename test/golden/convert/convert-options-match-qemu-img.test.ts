@@ -7,10 +7,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemuImg, qemuIo, scratch, guestSha256, vdisk } from '../../helpers/oracle.ts';
+import { copiesOf, qemuImg, qemuIo, guestSha256, vdisk } from '../../helpers/oracle.ts';
 
 function setup(dir: string): void {
   const ok = (r: { code: number | null; stderr: string }): void => assert.equal(r.code, 0, r.stderr);
@@ -32,18 +31,8 @@ function setup(dir: string): void {
   ok(qemuIo(['-f', 'raw', '-c', 'write -P 9 0 8M', join(dir, 'full.raw')]));
 }
 
-let template: string | undefined;
 /** A fresh directory holding the images of setup(), copied (holes kept) from one made once. */
-function prepared(): string {
-  if (!template) {
-    template = scratch();
-    setup(template);
-  }
-  const d = scratch();
-  const r = spawnSync('cp', ['-a', '--sparse=always', `${template}/.`, d]);
-  assert.equal(r.status, 0, String(r.stderr));
-  return d;
-}
+const prepared = copiesOf(setup);
 
 interface Case {
   argv: string[];
