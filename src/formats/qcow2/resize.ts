@@ -61,8 +61,12 @@ export async function growImage(c: ResizeContext, size: number, prealloc: Preall
   await writeHeaderSize(c, size);
 }
 
-/** New L2 tables built by preallocation are written this many at a time, after their refcounts. */
-const PREALLOC_TABLE_BATCH = 16;
+/**
+ * New L2 tables built by preallocation are written in batches of about this many bytes, after the
+ * refcounts they depend on: every batch costs one flush (the ordering barrier), so bigger batches
+ * mean fewer flushes; the bound keeps memory flat for 2 MiB clusters (at least one table a batch).
+ */
+export const PREALLOC_BATCH_BYTES = 4 << 20;
 
 /**
  * Give every cluster of [from, to) a host cluster that reads as zeros (qemu's preallocation).
@@ -82,11 +86,13 @@ async function preallocate(c: ResizeContext, from: number, to: number, mode: Pre
   const hadHost = (await p.map.lookup(headStart, 1)).hostOffset !== undefined;
   const head = from % cs !== 0 && !hadHost && p.data === p.proto && !p.luks ? await c.current(headStart, from) : undefined;
   const pending: Array<{ l1i: number; offset: number; table: Uint8Array }> = [];
+  const batch = Math.max(1, Math.floor(PREALLOC_BATCH_BYTES / cs));
   const spare: Uint8Array[] = [];
   const writePending = async (): Promise<void> => {
     await meta.rc.flush();
+    // the tables of a batch do not depend on each other: write them all at once
+    await Promise.all(pending.map((t) => p.proto.pwrite(t.table, t.offset)));
     for (const t of pending) {
-      await p.proto.pwrite(t.table, t.offset);
       meta.setL1(t.l1i, t.offset);
       spare.push(t.table);
     }
@@ -101,7 +107,7 @@ async function preallocate(c: ResizeContext, from: number, to: number, mode: Pre
       const table = spare.pop()?.fill(0) ?? new Uint8Array(cs);
       await fillTable(c, table, l1i, cl, stop, fileEnd, mode);
       pending.push({ l1i, offset, table });
-      if (pending.length >= PREALLOC_TABLE_BATCH) await writePending();
+      if (pending.length >= batch) await writePending();
     } else {
       const l2off = await meta.l2ForWrite(l1i);
       const table = await p.map.l2Cache.get(l2off);
@@ -143,10 +149,12 @@ async function fillTable(c: ResizeContext, table: Uint8Array, l1i: number, cl: n
     }
     let n = 1;
     while (cl + n < stop && needsHost(cl + n - base)) n++;
+    // clusters below the allocation end are reused: freed before this call or during it (the old
+    // refcount table when the table moves), and they still hold old bytes
+    const used = Math.max(fileEnd, meta.alloc.endCluster * cs);
     const run = external ? { offset: cl * cs, count: n } : await meta.alloc.allocateRun(n);
-    // reused clusters inside the file still hold old bytes
-    if (!external && run.offset < fileEnd) {
-      const bytes = Math.min(run.count * cs, Math.ceil((fileEnd - run.offset) / cs) * cs);
+    if (!external && run.offset < used) {
+      const bytes = Math.min(run.count * cs, Math.ceil((used - run.offset) / cs) * cs);
       await p.proto.writeZeroes?.(run.offset, bytes, mode === 'metadata');
     }
     for (let k = 0; k < run.count; k++) {
