@@ -10,11 +10,14 @@
 // The layout it keeps, and checks after each build (the build fails otherwise):
 // - Code splitting: every `import()` of the sources stays a separate chunk loaded on first use, so
 //   `info` does not compile the copy engine or the qcow2 writer.
-// - The entry, cli.js, is dist/cli.js, which turns on the module compile cache before it import()s
+// - Chunks are .mjs: Node takes them for ES modules by the name, without looking up the package
+//   scope's "type" for each one.
+// - The entry, cli.mjs, is dist/cli.js, which turns on the module compile cache before it import()s
 //   the rest: the entry chunk must not statically import another chunk (it would be compiled
 //   before the cache is on).
 // - Every chunk is written flat into DIR, so `new URL('./x.js', import.meta.url)` (a worker)
-//   resolves next to any chunk: each such target becomes an entry of its own under its basename.
+//   resolves next to any chunk: each such target becomes an entry of its own under its basename
+//   (renamed back to .js after the build, since the URL names it so).
 // - createRequire paths (`require('../../native/build/vdisk_native.node')`) resolve from DIR to the
 //   same file as from the module they were written in.
 // - No other import.meta use is let through unreviewed (a new one must be added here once checked).
@@ -22,7 +25,7 @@
 //   that flag Node does not read them. The code is not minified, so plain stack traces name our
 //   functions and `// dist/<module>.js` comments in the chunks show where each came from.
 import { build } from 'esbuild';
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -75,6 +78,7 @@ const result = await build({
   splitting: true,
   outdir: tmp,
   entryNames: '[name]',
+  outExtension: { '.js': '.mjs' },
   chunkNames: '[name]-[hash]',
   sourcemap: 'linked',
   sourcesContent: false,
@@ -87,7 +91,7 @@ const outputs = result.metafile.outputs;
 const entryOut = Object.entries(outputs).find(([, o]) => o.entryPoint && resolve(root, o.entryPoint) === entries.cli);
 if (!entryOut) fail('no output for dist/cli.js');
 const staticChunks = entryOut[1].imports.filter((i) => !i.external && i.kind === 'import-statement');
-if (staticChunks.length > 0) fail(`cli.js imports ${staticChunks.map((i) => i.path).join(', ')} statically: they would compile before the compile cache is on`);
+if (staticChunks.length > 0) fail(`cli.mjs imports ${staticChunks.map((i) => i.path).join(', ')} statically: they would compile before the compile cache is on`);
 
 for (const input of Object.keys(result.metafile.inputs)) {
   const file = resolve(root, input);
@@ -100,11 +104,20 @@ for (const input of Object.keys(result.metafile.inputs)) {
   if (rest.includes('import.meta')) fail(`${input} uses import.meta in a way this script does not know to work from the bundle: check it and add it to IMPORT_META_OK`);
 }
 
+for (const name of Object.keys(entries)) {
+  if (name === 'cli') continue;
+  const from = join(tmp, `${name}.mjs`);
+  const text = readFileSync(from, 'utf8').replace(`//# sourceMappingURL=${name}.mjs.map`, `//# sourceMappingURL=${name}.js.map`);
+  writeFileSync(join(tmp, `${name}.js`), text);
+  rmSync(from);
+  renameSync(`${from}.map`, join(tmp, `${name}.js.map`));
+}
+
 // Swap in the new bundle whole: bin/vdisk falls back to dist/cli.js while the directory is absent.
 const old = `${outdir}.old-${process.pid}`;
 if (existsSync(outdir)) renameSync(outdir, old);
 renameSync(tmp, outdir);
 rmSync(old, { recursive: true, force: true });
-const files = readdirSync(outdir).filter((f) => f.endsWith('.js'));
+const files = readdirSync(outdir).filter((f) => /\.m?js$/.test(f));
 const bytes = files.reduce((n, f) => n + statSync(join(outdir, f)).size, 0);
 console.log(`bundle: ${relative(root, outdir) || '.'}/: ${files.length} files, ${(bytes / 1024).toFixed(0)} KiB`);
