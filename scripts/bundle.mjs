@@ -24,7 +24,6 @@
 // - Source maps are linked (`node --enable-source-maps` maps stack traces back to dist/); without
 //   that flag Node does not read them. The code is not minified, so plain stack traces name our
 //   functions and `// dist/<module>.js` comments in the chunks show where each came from.
-import { build } from 'esbuild';
 import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +53,7 @@ function jsFiles(dir) {
 }
 
 if (!existsSync(join(dist, 'cli.js'))) fail('dist/cli.js is missing: run tsc -p tsconfig.json first');
+const { build } = await import('esbuild').catch(() => fail('esbuild is not installed (a devDependency): run npm ci or npm install'));
 
 // Worker scripts named by URL next to their module become entries of their own.
 const entries = { cli: join(dist, 'cli.js') };
