@@ -7,19 +7,19 @@ import type { CreateContext, CreateOptionSpec, CreateOptionValues, FormatDriver,
 import { findFormat, type FormatEntry } from '../formats/index.js';
 import { FileProtocol } from '../protocols/file.js';
 import { hostPath } from './filenames.js';
-import { NbdProtocol, isNbdName } from '../protocols/nbd.js';
+import { isNbdName } from '../nbd/address.js';
 import type { Protocol } from '../protocols/types.js';
 
 /** qemu creates nothing on an NBD export: it opens it, and says so when that fails. */
 async function openNbdForCreate(name: string): Promise<Protocol> {
   try {
-    return await NbdProtocol.open(name, false);
+    return await (await nbdProtocol()).open(name, false);
   } catch (e) {
     if (!(e instanceof VdiskError)) throw e;
     throw new VdiskError(e.kind, e.code, `Protocol driver 'nbd' does not support image creation, and opening the image failed: ${e.message}`, e.context, e);
   }
 }
-import { noSecrets } from './open.js';
+import { nbdProtocol, noSecrets } from './open.js';
 import { CREATE_PERMS } from './perms.js';
 
 /**
@@ -79,7 +79,7 @@ export async function createImage(req: CreateRequest): Promise<void> {
     options: req.options ?? {},
     secrets: req.secrets ?? noSecrets,
     createFile: (name) => isNbdName(name) ? openNbdForCreate(name) : FileProtocol.open(name, { readOnly: false, create: true, lock: { perms: CREATE_PERMS, mode: 'auto' } }),
-    reopenFile: (name) => isNbdName(name) ? NbdProtocol.open(name, false) : FileProtocol.open(name, { readOnly: false }),
+    reopenFile: (name) => isNbdName(name) ? nbdProtocol().then((p) => p.open(name, false)) : FileProtocol.open(name, { readOnly: false }),
   };
   await driver.create(ctx);
 }

@@ -17,8 +17,7 @@ export { parseCacheMode, type CacheMode } from '../protocols/types.js';
 import { NULL_PROTOCOLS, NullProtocol } from '../protocols/null.js';
 import { BlkdebugProtocol, BlkdebugRules, loadConfigRules, parseBlkdebugName, rulesFromOptions } from '../protocols/blkdebug.js';
 import { BlkdebugLayer, blkdebugParts } from './blkdebug-layer.js';
-import { NbdProtocol, isNbdName } from '../protocols/nbd.js';
-import { NBD_OPTION_KEYS } from '../nbd/address.js';
+import { isNbdName, NBD_OPTION_KEYS } from '../nbd/address.js';
 
 export { canonicalNbdName, targetFromOptions as nbdTargetFromOptions } from '../nbd/address.js';
 import { openQuorum } from './quorum-open.js';
@@ -119,7 +118,7 @@ setProbedRawGuard((img, buf, offset) => {
 
 export async function openProtocol(filename: string, readOnly: boolean, cache?: CacheMode): Promise<Protocol> {
   const c = cache !== undefined ? { cache } : {};
-  if (isNbdName(filename)) return NbdProtocol.open(filename, readOnly);
+  if (isNbdName(filename)) return (await nbdProtocol()).open(filename, readOnly);
   const bd = parseBlkdebugName(filename);
   if (bd) {
     const rules = new BlkdebugRules(await loadConfigRules(bd.config));
@@ -177,12 +176,17 @@ async function requireDevice(filename: string): Promise<void> {
   }
 }
 
+/** The NBD client (node:net, node:dns) is loaded only for an NBD name: start-up of every other open skips it. */
+export async function nbdProtocol(): Promise<typeof import('../protocols/nbd.js').NbdProtocol> {
+  return (await import('../protocols/nbd.js')).NbdProtocol;
+}
+
 /** Options every block node takes, whatever its driver. */
 const BLOCK_NODE_KEYS = new Set(['node-name', 'read-only', 'auto-read-only', 'cache.direct', 'cache.no-flush', 'discard', 'detect-zeroes', 'force-share']);
 
 /** NBD named in options (driver=nbd, or file.driver=nbd below a format): its keys are consumed here. */
 async function nbdFileProtocol(filename: string, readOnly: boolean, options: Record<string, string>, prefix: string): Promise<Protocol> {
-  const proto = await NbdProtocol.open(filename, readOnly, options, prefix);
+  const proto = await (await nbdProtocol()).open(filename, readOnly, options, prefix);
   for (const k of Object.keys(options)) {
     if (k === `${prefix}driver` || (k.startsWith(prefix) && NBD_OPTION_KEYS.has(k.slice(prefix.length)))) delete options[k];
   }
