@@ -1,51 +1,81 @@
 /**
- * Cluster compression for convert -c on worker threads, in batches. Node's one-call-per-cluster
- * async zlib/zstd costs about as much CPU again as the compression itself for zstd (a stream
- * object, its events and an output buffer per 64 KiB cluster) and a quarter more for deflate; a
- * worker compresses a whole batch with the synchronous calls, so the per-cluster cost is the
- * compression alone, and the workers run on as many cores as there are while the main thread
- * reads and writes. Clusters asked for in the same turn of the event loop (the copy engine asks
- * for all of a request's clusters at once) go to a worker as one batch of at most 2 MiB.
+ * Cluster compression for convert -c on worker threads, a copy request (up to 2 MiB, 32 clusters
+ * of 64 KiB) at a time: one message each way per request, the request's buffer moved to the
+ * worker and back instead of copied, and the compressed clusters packed end to end into an
+ * output buffer that is reused once its bytes are written (`release`). Memory is flat: at most
+ * PER_WORKER batches per worker are out, the rest wait uncopied, and output buffers are recycled
+ * instead of left to the garbage collector (whose lag showed as resident memory growing with the
+ * image). Node's one-call-per-cluster async zlib/zstd on the libuv pool costs about twice the CPU
+ * of the synchronous calls for 64 KiB clusters (a stream object, events and an output buffer per
+ * cluster), which is why compression runs on workers with the synchronous calls.
  *
- * The bytes are those of compressCluster (./compress.ts) on the main thread. If no worker can be
- * started, compression falls back to Node's async calls on the libuv threadpool.
+ * The bytes are those of compressCluster (./compress.ts). If no worker can be started, batches
+ * are compressed on the main thread.
  */
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import type { CompressBatch, CompressResult } from './compress-worker.js';
+import { compressBatch, type CompressBatch, type CompressResult } from './compress-worker.js';
 
-/** Workers at most: the copy engine has at most 16 requests in flight, 8 by default. */
-export const MAX_COMPRESS_WORKERS = 8;
-/** Bytes of clusters sent to a worker at once (one copy request's worth). */
-const BATCH_BYTES = 2 << 20;
-/** Batch buffers kept for reuse: enough to refill the workers without holding a copy of every request. */
-const SPARE_BATCHES = 2;
+/**
+ * Workers at most. Each Node worker costs about 20 MiB of resident memory whatever it does (its
+ * own V8 heap and Node environment), so the count is bounded by the 128 MiB budget of a convert,
+ * not by the cores: 3 workers plus the main thread's reads and writes keep a convert -c under it.
+ */
+export const MAX_COMPRESS_WORKERS = 3;
+/** Batches a worker holds at once: one being compressed, one waiting, so it never idles between messages. */
+const PER_WORKER = 2;
+/** Output buffers are this long (the copy engine's request size), longer only for a longer batch. */
+const OUT_BYTES = 2 << 20;
 
-type Waiter = { resolve: (r: Uint8Array | null) => void; reject: (e: unknown) => void };
-interface Pending { type: number; clusterSize: number; clusters: Uint8Array[]; waiters: Waiter[]; bytes: number }
+/** Clusters compressed ahead of their write. */
+export interface PackedClusters {
+  /** The clusters as given (the same bytes; their buffer may have moved to a worker and back). */
+  data: Uint8Array;
+  /** Per cluster: its compressed length in `packed` (in cluster order), -1 stored plainly, -2 left out. */
+  lengths: Int32Array;
+  packed: Uint8Array;
+  /** The output buffer may be reused: `packed` must not be read any more. */
+  release(): void;
+}
+
+interface Job {
+  type: number;
+  clusterSize: number;
+  buf: Uint8Array;
+  skip: Uint8Array | undefined;
+  resolve: (r: PackedClusters) => void;
+  reject: (e: unknown) => void;
+}
 interface Slot { worker: Worker; busy: number }
 
 let slots: Slot[] | undefined;
 let startFailed = false;
 let nextId = 1;
-const inFlight = new Map<number, { slot: Slot; waiters: Waiter[] }>();
-let pending: Pending | undefined;
-/** Batch buffers the workers handed back, reused for the next batches. */
-const spare: ArrayBuffer[] = [];
+/** Batches at a worker; `at`/`bytes`: where the clusters are in a moved buffer (the caller's view is detached). */
+const inFlight = new Map<number, { slot: Slot; job: Job; moved: boolean; at: number; bytes: number }>();
+const queued: Job[] = [];
+/** Output buffers whose bytes were written, for the next batches. */
+const freeOut: ArrayBuffer[] = [];
+/** Input copies of batches whose buffer could not be moved. */
+const freeIn: ArrayBuffer[] = [];
+
+/** Compress threads: one per core but the main thread's, within MAX_COMPRESS_WORKERS. */
+export function compressWorkerCount(cores = availableParallelism()): number {
+  return Math.max(1, Math.min(MAX_COMPRESS_WORKERS, cores - 1));
+}
 
 async function start(): Promise<Slot[] | undefined> {
   if (slots || startFailed) return slots;
   try {
     const { Worker } = await import('node:worker_threads');
-    const n = Math.max(1, Math.min(MAX_COMPRESS_WORKERS, availableParallelism() - 1));
     const url = new URL('./compress-worker.js', import.meta.url);
-    slots ??= Array.from({ length: n }, () => {
-      // small heaps: a worker holds one batch and its results at a time, and garbage left to a
-      // large young generation would show as resident memory for the whole convert
-      const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
+    slots ??= Array.from({ length: compressWorkerCount() }, () => {
+      // small heaps: a worker allocates almost nothing (buffers come from the main thread)
+      const worker = new Worker(url, { workerData: { vdiskCompress: true }, resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 } });
       const slot: Slot = { worker, busy: 0 };
       worker.on('message', (r: CompressResult) => settle(slot, r));
       worker.on('error', (e) => fail(slot, e));
+      worker.on('exit', (code) => fail(slot, new Error(`compression worker exited with status ${code}`)));
       // an idle pool must not keep the process alive
       worker.unref();
       return slot;
@@ -56,102 +86,100 @@ async function start(): Promise<Slot[] | undefined> {
   return slots;
 }
 
+/** Output room for a batch: whole clusters (a short last cluster is compressed zero-padded). */
+function roomFor(bytes: number, clusterSize: number): number {
+  return Math.ceil(bytes / clusterSize) * clusterSize;
+}
+
+function takeOut(bytes: number): ArrayBuffer {
+  const i = freeOut.findIndex((b) => b.byteLength >= bytes);
+  if (i >= 0) return freeOut.splice(i, 1)[0]!;
+  return new ArrayBuffer(Math.max(OUT_BYTES, bytes));
+}
+
+function result(job: Job, data: Uint8Array, out: ArrayBuffer, lengths: Int32Array): PackedClusters {
+  let total = 0;
+  for (const n of lengths) if (n > 0) total += n;
+  let released = false;
+  return {
+    data, lengths, packed: new Uint8Array(out, 0, total),
+    release: () => {
+      if (released) return;
+      released = true;
+      if (freeOut.length < PER_WORKER * MAX_COMPRESS_WORKERS + 2) freeOut.push(out);
+    },
+  };
+}
+
 function settle(slot: Slot, r: CompressResult): void {
-  const job = inFlight.get(r.id);
-  if (!job) return;
+  const f = inFlight.get(r.id);
+  if (!f) return;
   inFlight.delete(r.id);
   if (--slot.busy === 0) slot.worker.unref();
-  if (r.data.byteLength === BATCH_BYTES && spare.length < SPARE_BATCHES) spare.push(r.data);
   if (slots) dispatch(slots);
+  const { job } = f;
+  const data = f.moved ? new Uint8Array(r.data, f.at, f.bytes) : job.buf;
+  if (!f.moved && freeIn.length < PER_WORKER) freeIn.push(r.data);
   if (r.error !== undefined) {
-    for (const w of job.waiters) w.reject(new Error(r.error));
+    job.reject(new Error(r.error));
     return;
   }
-  let at = 0;
-  for (let i = 0; i < job.waiters.length; i++) {
-    const n = r.lengths[i]!;
-    if (n < 0) {
-      job.waiters[i]!.resolve(null);
-    } else {
-      job.waiters[i]!.resolve(new Uint8Array(r.out, at, n));
-      at += n;
-    }
-  }
+  job.resolve(result(job, data, r.out, r.lengths));
 }
 
-/** A worker that died fails its batches; the next compression starts a fresh pool. */
+/** A worker that died fails every batch out (the pool stops as a whole); the next compression starts a fresh pool. */
 function fail(slot: Slot, e: unknown): void {
-  for (const [id, job] of inFlight) {
-    if (job.slot !== slot) continue;
-    inFlight.delete(id);
-    for (const w of job.waiters) w.reject(e);
-  }
-  void slot.worker.terminate();
+  const pool = slots;
+  if (!pool?.includes(slot)) return;
   slots = undefined;
-  for (const b of queued.splice(0)) for (const w of b.waiters) w.reject(e);
+  for (const s of pool) void s.worker.terminate();
+  for (const f of inFlight.values()) f.job.reject(e);
+  inFlight.clear();
+  for (const j of queued.splice(0)) j.reject(e);
 }
 
-async function flush(): Promise<void> {
-  const b = pending;
-  pending = undefined;
-  if (!b) return;
-  try {
-    const pool = await start();
-    if (!pool) throw new Error('no compression workers');
-    queued.push(b);
-    dispatch(pool);
-  } catch (e) {
-    for (const w of b.waiters) w.reject(e);
-  }
+/** A buffer can move to a worker when nothing else can see its memory: the view covers all of it. */
+function movable(buf: Uint8Array): boolean {
+  return buf.buffer instanceof ArrayBuffer && buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
 }
-
-/**
- * Batches wait here, uncopied, until a worker has fewer than PER_WORKER batches: copies exist only
- * for the batches being compressed or next in line, not for every request the copy has in flight.
- */
-const queued: Pending[] = [];
-const PER_WORKER = 2;
 
 function dispatch(pool: Slot[]): void {
   while (queued.length > 0) {
     const slot = pool.reduce((a, s) => (s.busy < a.busy ? s : a));
     if (slot.busy >= PER_WORKER) return;
-    const b = queued.shift()!;
-    const data = new Uint8Array(spare.pop() ?? new ArrayBuffer(BATCH_BYTES), 0, b.bytes);
-    let at = 0;
-    for (const c of b.clusters) {
-      data.set(c, at);
-      at += b.clusterSize;
+    const job = queued.shift()!;
+    const moved = movable(job.buf);
+    let data: ArrayBuffer;
+    if (moved) {
+      data = job.buf.buffer as ArrayBuffer;
+    } else {
+      const i = freeIn.findIndex((b) => b.byteLength >= job.buf.length);
+      data = i >= 0 ? freeIn.splice(i, 1)[0]! : new ArrayBuffer(Math.max(OUT_BYTES, job.buf.length));
+      new Uint8Array(data).set(job.buf);
     }
+    const out = takeOut(roomFor(job.buf.length, job.clusterSize));
     const id = nextId++;
-    inFlight.set(id, { slot, waiters: b.waiters });
+    inFlight.set(id, { slot, job, moved, at: job.buf.byteOffset, bytes: job.buf.length });
     if (slot.busy++ === 0) slot.worker.ref();
-    const msg: CompressBatch = { id, type: b.type, clusterSize: b.clusterSize, data: data.buffer, bytes: b.bytes };
-    slot.worker.postMessage(msg, [data.buffer]);
+    const msg: CompressBatch = { id, type: job.type, clusterSize: job.clusterSize, data, offset: moved ? job.buf.byteOffset : 0, bytes: job.buf.length, skip: job.skip, out };
+    slot.worker.postMessage(msg, [data, out]);
   }
-}
-
-/** Whether compression can go to workers (false: use the threadpool fallback). */
-export function workersAvailable(): boolean {
-  return !startFailed;
 }
 
 /**
- * One whole cluster compressed on a worker: its bytes, or null when it does not shrink. The
- * cluster must stay unchanged until the promise settles (it is copied into the batch later).
+ * Compress the whole clusters of `buf` (the last may be short: it is compressed zero-padded);
+ * clusters with `skip[i]` nonzero are left out. `buf`'s memory may move to a worker until the
+ * promise settles: the caller must not touch it meanwhile and uses the result's `data` after.
  */
-export function compressOnWorker(type: number, cluster: Uint8Array): Promise<Uint8Array | null> {
-  const cs = cluster.length;
-  if (pending && (pending.type !== type || pending.clusterSize !== cs || pending.bytes + cs > BATCH_BYTES)) void flush();
-  if (!pending) {
-    pending = { type, clusterSize: cs, clusters: [], waiters: [], bytes: 0 };
-    // after this turn's callbacks and promise jobs: every cluster asked for meanwhile joins
-    setImmediate(() => void flush());
+export async function compressClusters(type: number, clusterSize: number, buf: Uint8Array, skip?: Uint8Array): Promise<PackedClusters> {
+  const pool = await start();
+  if (!pool) {
+    const out = takeOut(roomFor(buf.length, clusterSize));
+    const lengths = compressBatch({ id: 0, type, clusterSize, data: buf.buffer as ArrayBuffer, offset: buf.byteOffset, bytes: buf.length, skip, out });
+    return result({ type, clusterSize, buf, skip, resolve: () => undefined, reject: () => undefined }, buf, out, lengths);
   }
-  const p = pending;
   return new Promise((resolve, reject) => {
-    p.clusters.push(cluster);
-    p.waiters.push({ resolve, reject });
-    p.bytes += cs;
+    queued.push({ type, clusterSize, buf, skip, resolve, reject });
+    dispatch(pool);
   });
 }
