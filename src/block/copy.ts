@@ -258,8 +258,8 @@ async function runStatus(img: Image, off: number, want: number, o: CopyOptions):
 /**
  * Compress a buffer's clusters (zero ones left out unless -S 0 writes them) in one request off
  * the main thread, before the job waits for its turn to write: compression of every job in
- * flight overlaps, the writes stay in order. The buffer may move while it is compressed: the
- * result's `data` holds its bytes afterwards.
+ * flight overlaps, the writes stay in order. The buffer's bytes are consumed (the clusters are in
+ * the result's `packed`); the result's `data` is its memory again, for the pool.
  */
 async function precompress(o: CopyOptions, buf: Uint8Array): Promise<CompressedClusters | undefined> {
   const t = o.target;
@@ -280,7 +280,6 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: C
     const g = t.layer.granularity ?? buf.length;
     if (pre) {
       await t.writeCompressed(buf, dst, pre);
-      pre.release?.();
       if (!o.targetIsZero) {
         for (let i = 0; i < pre.lengths.length; i++) if (pre.lengths[i] === LEFT_OUT) await t.writeZeroes(dst + i * g, Math.min(g, buf.length - i * g), true);
       }
@@ -335,7 +334,9 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
   // qemu-img always counts first; its block-status warnings show in that pass too
   const total = o.onProgress || o.salvage ? await dataBytes(segments, o) : 0;
   const limiter = o.rateLimit ? new RateLimiter(o.rateLimit) : undefined;
-  const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, COPY_MAX_IN_FLIGHT));
+  // compressed: more requests than the default only hold buffers waiting for the compression
+  // workers, and with them the 128 MiB memory budget would not hold (-m 16 and 3 workers: 129 MiB)
+  const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, o.compressed ? COPY_DEFAULT_IN_FLIGHT : COPY_MAX_IN_FLIGHT));
   const jobs = plan(segments, o);
   let done = 0;
   let nextToWrite = 0;

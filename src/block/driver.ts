@@ -121,13 +121,15 @@ export interface CheckResult {
 
 /** Clusters compressed ahead of their write (FormatLayer.compressClusters). */
 export interface CompressedClusters {
-  /** The clusters as given to compressClusters (the same bytes, perhaps in a moved buffer). */
+  /** The memory of the buffer given to compressClusters, for reuse (its bytes were consumed). */
   data: Uint8Array;
-  /** Per cluster: the length of its compressed bytes in `packed`, in order; -1: it does not shrink (stored plainly); -2: left out. */
+  /**
+   * Per cluster, in order: >= 0, the length of its compressed bytes; -1: it does not shrink and
+   * is stored plainly (its bytes follow as they are); -2: left out (nothing in `packed`).
+   */
   lengths: Int32Array;
+  /** The clusters' bytes end to end as `lengths` says. */
   packed: Uint8Array;
-  /** Once written: the buffers may be reused (optional; otherwise they are garbage collected). */
-  release?(): void;
 }
 
 export interface FormatLayer {
@@ -158,8 +160,8 @@ export interface FormatLayer {
   /**
    * Compress whole clusters as writeCompressed would, without touching the image (safe to run for
    * many requests at once, ahead of their in-order writes); `skip[i]` nonzero leaves cluster i
-   * out. `buf`'s memory may move to another thread until the promise settles: the caller must not
-   * touch it meanwhile, and uses the result's `data` (the same bytes) afterwards.
+   * out. `buf`'s bytes are consumed: its memory may move to another thread until the promise
+   * settles (the caller must not touch it meanwhile), and is the result's `data` afterwards.
    */
   compressClusters?(buf: Uint8Array, skip?: Uint8Array): Promise<CompressedClusters>;
   /** Internal snapshot operations; listing comes from info().snapshots. */

@@ -126,7 +126,7 @@ export class Image {
 
   /**
    * A request's clusters compressed for a later writeCompressed; undefined when the format cannot
-   * do it ahead. `buf` may move: use the result's `data` afterwards (FormatLayer.compressClusters).
+   * do it ahead. `buf`'s bytes are consumed (FormatLayer.compressClusters).
    */
   compressClusters(buf: Uint8Array, skip?: Uint8Array): Promise<CompressedClusters> | undefined {
     return this.layer.compressClusters?.(buf, skip);

@@ -28,23 +28,26 @@ export class CompressedWriter {
   constructor(private readonly p: Qcow2Parts) {}
 
   /**
-   * Write the compressed clusters of the request at guest `offset`: cluster i's bytes are the
-   * next lengths[i] bytes of `packed` when lengths[i] >= 0. Returns the indexes of the clusters
-   * to write plainly (length -1); other negative lengths are left alone.
+   * Write the compressed clusters of the `bytes`-long request at guest `offset`, packed as
+   * CompressedClusters describes. Returns where in `packed` the clusters to write plainly are.
    */
-  async write(meta: MetadataWriter, offset: number, packed: Uint8Array, lengths: Int32Array): Promise<number[]> {
+  async write(meta: MetadataWriter, offset: number, bytes: number, packed: Uint8Array, lengths: Int32Array): Promise<Array<{ index: number; from: number; to: number }>> {
     const cs = this.p.map.geo.clusterSize;
-    const plain: number[] = [];
+    const plain: Array<{ index: number; from: number; to: number }> = [];
     const placed: Array<{ guest: number; host: number; size: number }> = [];
     const runs: Array<{ host: number; from: number; to: number }> = [];
     let at = 0;
     for (let i = 0; i < lengths.length; i++) {
       const size = lengths[i]!;
-      if (size === PLAIN) plain.push(i);
+      if (size === PLAIN) {
+        const n = Math.min(cs, bytes - i * cs);
+        plain.push({ index: i, from: at, to: at + n });
+        at += n;
+      }
       if (size < 0) continue;
       const host = await this.place(meta, size);
       const last = runs[runs.length - 1];
-      if (last && last.host + (last.to - last.from) === host) last.to += size;
+      if (last && last.host + (last.to - last.from) === host && last.to === at) last.to += size;
       else runs.push({ host, from: at, to: at + size });
       placed.push({ guest: offset + i * cs, host, size });
       at += size;

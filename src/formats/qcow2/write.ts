@@ -429,8 +429,8 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const cs = this.p.map.geo.clusterSize;
       this.compressed ??= new (await import('./compressed-write.js')).CompressedWriter(this.p);
       const { packed, lengths } = pre ?? (await this.compressHere(buf));
-      const plain = await this.compressed.write(meta, offset, packed, lengths);
-      for (const i of plain) await this.writeData(meta, buf.subarray(i * cs, Math.min(buf.length, (i + 1) * cs)), offset + i * cs);
+      const plain = await this.compressed.write(meta, offset, buf.length, packed, lengths);
+      for (const p of plain) await this.writeData(meta, packed.subarray(p.from, p.to), offset + p.index * cs);
       this.invalidateCompressed();
       if (meta.mustFlush) await meta.flush();
     });
@@ -439,12 +439,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Compression on this thread, for writes that come without compressClusters (library callers, tests). */
   private async compressHere(buf: Uint8Array): Promise<{ packed: Uint8Array; lengths: Int32Array }> {
     const { compressBatch } = await import('./compress-worker.js');
+    // packed in place: in a copy (the caller's buffer stays as it is) with room for whole clusters
     const cs = this.p.map.geo.clusterSize;
-    // a short last cluster is compressed zero-padded: room for whole clusters
-    const out = new ArrayBuffer(Math.ceil(buf.length / cs) * cs);
+    const data = new Uint8Array(Math.ceil(buf.length / cs) * cs);
+    data.set(buf);
     const lengths = compressBatch({ id: 0, type: this.p.loaded.header.compressionType, clusterSize: cs,
-      data: buf.buffer as ArrayBuffer, offset: buf.byteOffset, bytes: buf.length, out });
-    return { packed: new Uint8Array(out), lengths };
+      data: data.buffer, offset: 0, bytes: buf.length, room: data.length });
+    return { packed: data, lengths };
   }
 
   private compressed: CompressedWriter | undefined;
