@@ -335,7 +335,7 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
   const total = o.onProgress || o.salvage ? await dataBytes(segments, o) : 0;
   const limiter = o.rateLimit ? new RateLimiter(o.rateLimit) : undefined;
   // compressed: more requests than the default only hold buffers waiting for the compression
-  // workers, and with them the 128 MiB memory budget would not hold (-m 16 and 3 workers: 129 MiB)
+  // workers, and with them the 128 MiB memory budget would not hold (measured: -m 16 with 3 workers, 129 MiB)
   const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, o.compressed ? COPY_DEFAULT_IN_FLIGHT : COPY_MAX_IN_FLIGHT));
   const jobs = plan(segments, o);
   let done = 0;

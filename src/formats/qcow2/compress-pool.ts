@@ -17,11 +17,12 @@ import type { Worker } from 'node:worker_threads';
 import { compressBatch, type CompressBatch, type CompressResult } from './compress-worker.js';
 
 /**
- * Workers at most. Each Node worker costs about 20 MiB of resident memory whatever it does (its
- * own V8 heap and Node environment), so the count is bounded by the 128 MiB budget of a convert,
- * not by the cores: 3 workers plus the main thread's reads and writes keep a convert -c under it.
+ * Workers at most. Each Node worker costs 10-12 MiB of resident memory whatever it does (its own
+ * V8 heap and Node environment), so the count is bounded by the 128 MiB budget of a convert, not
+ * by the cores: measured on the default-size perf image (2 GiB virtual, 512 MiB data), one
+ * worker 104-106 MiB, two 114-116 MiB; a third would leave no margin (quick image: 117-119 MiB).
  */
-export const MAX_COMPRESS_WORKERS = 3;
+export const MAX_COMPRESS_WORKERS = 2;
 /** Batches a worker holds at once: one being compressed, one waiting, so it never idles between messages. */
 const PER_WORKER = 2;
 /** Clusters compressed ahead of their write. */
