@@ -10,6 +10,10 @@
 import type { Image } from './image.js';
 import { RateLimiter, SALVAGE_SECTOR, copyRange, isIoFailure, readForCopy, statusError, statusWarning } from './copy-io.js';
 import { isAllZero } from './bytes.js';
+import type { CompressedClusters } from './driver.js';
+
+/** A cluster precompress left out (all zero): CompressedClusters.lengths. */
+const LEFT_OUT = -2;
 
 /** Largest request the engine reads or writes at once (qemu-img convert uses 2 MiB too). */
 export const COPY_CHUNK_BYTES = 2 << 20;
@@ -166,22 +170,6 @@ function windowParts(segments: readonly CopySegment[], t: number, n: number): Jo
   return out;
 }
 
-/** What the top layer holds in one target cluster: nothing (skip), only zeros, or data. */
-async function clusterKind(img: Image, off: number, end: number): Promise<Job['kind']> {
-  let unallocated = false;
-  let zero = false;
-  for (let p = off; p < end;) {
-    const st = await img.layerStatus(p, end - p);
-    if (!st.allocated) unallocated = true;
-    else if (st.zero && !st.data) zero = true;
-    else return 'data';
-    p += st.length;
-  }
-  // a cluster partly zeroed and partly showing the backing file is copied as read
-  if (zero) return unallocated ? 'data' : 'zero';
-  return 'skip';
-}
-
 /**
  * Compressed copies of the top layer only (-B): cluster by cluster, so clusters the top does not
  * allocate stay unallocated in the target instead of being filled from the backing file.
@@ -201,13 +189,15 @@ async function* planTopOnlyClusters(img: Image, cluster: number): AsyncGenerator
     // whole clusters in one status run share its state; only clusters split by runs are walked
     const st = await img.layerStatus(c, Math.min(img.size - c, 1 << 30));
     const kind: Job['kind'] = !st.allocated ? 'skip' : st.zero && !st.data ? 'zero' : 'data';
-    const whole = c + st.length >= img.size ? img.size - c : Math.floor(st.length / cluster) * cluster;
+    const whole = Math.floor(Math.min(st.length, img.size - c) / cluster) * cluster;
     if (whole > 0) {
       for (let p = 0; p < whole; p += COPY_CHUNK_BYTES) add(c + p, Math.min(COPY_CHUNK_BYTES, whole - p), kind);
       c += whole;
     } else {
+      // a run shorter than a cluster (or the image's short last cluster) makes its cluster data,
+      // read through the chain, as qemu-img takes it: compressed clusters are written whole
       const end = Math.min(img.size, c + cluster);
-      add(c, end - c, await clusterKind(img, c, end));
+      add(c, end - c, 'data');
       c = end;
     }
     yield* pending.splice(0);
@@ -266,32 +256,38 @@ async function runStatus(img: Image, off: number, want: number, o: CopyOptions):
 }
 
 /**
- * Compress the non-zero clusters of a buffer, all at once on the threadpool, before the job waits
- * for its turn to write: compression of every job in flight overlaps, the writes stay in order.
- * Entry i is cluster i's compressed bytes (null: stored plainly; undefined: zero or not done ahead).
+ * Compress a buffer's clusters (zero ones left out unless -S 0 writes them) in one request off
+ * the main thread, before the job waits for its turn to write: compression of every job in
+ * flight overlaps, the writes stay in order. The buffer's bytes are consumed (the clusters are in
+ * the result's `packed`); the result's `data` is its memory again, for the pool.
  */
-async function precompress(o: CopyOptions, buf: Uint8Array): Promise<Array<Uint8Array | null | undefined>> {
+async function precompress(o: CopyOptions, buf: Uint8Array): Promise<CompressedClusters | undefined> {
   const t = o.target;
   const g = t.layer.granularity ?? buf.length;
-  const out: Array<Promise<Uint8Array | null> | undefined> = [];
-  for (let p = 0; p < buf.length; p += g) {
+  const skip = new Uint8Array(Math.ceil(buf.length / g));
+  for (let p = 0, i = 0; p < buf.length; p += g, i++) {
     const c = buf.subarray(p, Math.min(buf.length, p + g));
-    out.push(zeroPrefix(c, c.length) === c.length ? undefined : t.compressCluster(c));
+    if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) skip[i] = 1;
   }
-  return Promise.all(out);
+  return t.compressClusters(buf, skip);
 }
 
 /** Write one buffer of data, leaving zero runs of at least sparseSize as zeros (not written). */
-async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: ReadonlyArray<Uint8Array | null | undefined>): Promise<void> {
+async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: CompressedClusters): Promise<void> {
   const t = o.target;
   if (o.compressed) {
     // whole clusters; all-zero clusters stay unallocated like qemu-img -c leaves them
     const g = t.layer.granularity ?? buf.length;
-    for (let p = 0, i = 0; p < buf.length; p += g, i++) {
+    if (pre) {
+      await t.writeCompressed(buf, dst, pre);
+      if (!o.targetIsZero) {
+        for (let i = 0; i < pre.lengths.length; i++) if (pre.lengths[i] === LEFT_OUT) await t.writeZeroes(dst + i * g, Math.min(g, buf.length - i * g), true);
+      }
+      return;
+    }
+    for (let p = 0; p < buf.length; p += g) {
       const c = buf.subarray(p, Math.min(buf.length, p + g));
-      const z = pre?.[i];
-      if (z !== undefined) await t.writeCompressed(c, dst + p, z);
-      else if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
+      if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
         if (!o.targetIsZero) await t.writeZeroes(dst + p, c.length, true);
       } else {
         await t.writeCompressed(c, dst + p);
@@ -338,7 +334,9 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
   // qemu-img always counts first; its block-status warnings show in that pass too
   const total = o.onProgress || o.salvage ? await dataBytes(segments, o) : 0;
   const limiter = o.rateLimit ? new RateLimiter(o.rateLimit) : undefined;
-  const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, COPY_MAX_IN_FLIGHT));
+  // compressed: more requests than the default only hold buffers waiting for the compression
+  // workers, and with them the 128 MiB memory budget would not hold (measured: -m 16 with 3 workers, 129 MiB)
+  const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, o.compressed ? COPY_DEFAULT_IN_FLIGHT : COPY_MAX_IN_FLIGHT));
   const jobs = plan(segments, o);
   let done = 0;
   let nextToWrite = 0;
@@ -393,6 +391,7 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
           }
         }
         const pre = o.compressed && buf ? await precompress(o, buf) : undefined;
+        if (pre) buf = pre.data;
         await turn(job.seq);
         for (const w of warnings) o.warn?.(w);
         if (offloaded) { /* copied already */ }

@@ -119,6 +119,19 @@ export interface CheckResult {
   failure?: Error;
 }
 
+/** Clusters compressed ahead of their write (FormatLayer.compressClusters). */
+export interface CompressedClusters {
+  /** The memory of the buffer given to compressClusters, for reuse (its bytes were consumed). */
+  data: Uint8Array;
+  /**
+   * Per cluster, in order: >= 0, the length of its compressed bytes; -1: it does not shrink and
+   * is stored plainly (its bytes follow as they are); -2: left out (nothing in `packed`).
+   */
+  lengths: Int32Array;
+  /** The clusters' bytes end to end as `lengths` says. */
+  packed: Uint8Array;
+}
+
 export interface FormatLayer {
   /** Guest-visible size in bytes. */
   readonly size: number;
@@ -140,15 +153,17 @@ export interface FormatLayer {
   /** Consistency check (and repair when asked and opened read-write). Absent: the format has no checks. */
   check?(repair: RepairMode): Promise<CheckResult>;
   /**
-   * Write whole clusters compressed (convert -c); `offset` and length are cluster-aligned. `pre`
-   * (one cluster only): its bytes from compressCluster, null when it does not shrink.
+   * Write whole clusters compressed (convert -c); `offset` and length are cluster-aligned (the
+   * last cluster may be short at the image end). `pre`: the same clusters from compressClusters.
    */
-  writeCompressed?(buf: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<void>;
+  writeCompressed?(buf: Uint8Array, offset: number, pre?: CompressedClusters): Promise<void>;
   /**
-   * Compress one cluster as writeCompressed would, without touching the image (safe to run for
-   * many clusters at once, ahead of their in-order writes); null when it does not shrink.
+   * Compress whole clusters as writeCompressed would, without touching the image (safe to run for
+   * many requests at once, ahead of their in-order writes); `skip[i]` nonzero leaves cluster i
+   * out. `buf`'s bytes are consumed: its memory may move to another thread until the promise
+   * settles (the caller must not touch it meanwhile), and is the result's `data` afterwards.
    */
-  compressCluster?(cluster: Uint8Array): Promise<Uint8Array | null>;
+  compressClusters?(buf: Uint8Array, skip?: Uint8Array): Promise<CompressedClusters>;
   /** Internal snapshot operations; listing comes from info().snapshots. */
   readonly snapshots?: SnapshotOps;
   /** Unallocate everything so the backing chain shows through (commit empties the top this way). */

@@ -6,7 +6,7 @@
  * (short backing files read as zeros past their end) are answered in one place.
  */
 import { VdiskError } from './errors.js';
-import type { BackingReader, CheckResult, FormatLayer, LayerInfo, LayerStatus, RepairMode } from './driver.js';
+import type { BackingReader, CheckResult, CompressedClusters, FormatLayer, LayerInfo, LayerStatus, RepairMode } from './driver.js';
 import type { Preallocation, Protocol } from '../protocols/types.js';
 import { MAX_REQUEST_BYTES } from './limits.js';
 
@@ -110,23 +110,26 @@ export class Image {
 
   /**
    * Compressed write of whole clusters (convert -c); the last cluster may be short at the image end.
-   * `pre`: for a one-cluster write, what compressCluster() returned for it.
+   * `pre`: what compressClusters() returned for the same clusters.
    */
-  async writeCompressed(buf: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<void> {
+  async writeCompressed(buf: Uint8Array, offset: number, pre?: CompressedClusters): Promise<void> {
     this.checkRequest(offset, buf.length, 'write', true);
     if (!this.layer.writeCompressed) {
       throw new VdiskError('unsupported', 'NO_COMPRESSION', 'Compression not supported for this file format', { path: this.filename, op: 'write' });
     }
+    if (pre) return this.layer.writeCompressed(buf, offset, pre);
     const g = this.layer.granularity ?? buf.length;
-    if (pre !== undefined && buf.length <= g) return this.layer.writeCompressed(buf, offset, pre);
     for (let done = 0; done < buf.length; done += g) {
       await this.layer.writeCompressed(buf.subarray(done, Math.min(buf.length, done + g)), offset + done);
     }
   }
 
-  /** One cluster compressed for a later writeCompressed; undefined when the format cannot do it ahead. */
-  compressCluster(cluster: Uint8Array): Promise<Uint8Array | null> | undefined {
-    return this.layer.compressCluster?.(cluster);
+  /**
+   * A request's clusters compressed for a later writeCompressed; undefined when the format cannot
+   * do it ahead. `buf`'s bytes are consumed (FormatLayer.compressClusters).
+   */
+  compressClusters(buf: Uint8Array, skip?: Uint8Array): Promise<CompressedClusters> | undefined {
+    return this.layer.compressClusters?.(buf, skip);
   }
 
   async writeZeroes(offset: number, length: number, mayUnmap = false): Promise<void> {

@@ -1,51 +1,73 @@
 /**
- * Cluster compression for convert -c on worker threads, in batches. Node's one-call-per-cluster
- * async zlib/zstd costs about as much CPU again as the compression itself for zstd (a stream
- * object, its events and an output buffer per 64 KiB cluster) and a quarter more for deflate; a
- * worker compresses a whole batch with the synchronous calls, so the per-cluster cost is the
- * compression alone, and the workers run on as many cores as there are while the main thread
- * reads and writes. Clusters asked for in the same turn of the event loop (the copy engine asks
- * for all of a request's clusters at once) go to a worker as one batch of at most 2 MiB.
+ * Cluster compression for convert -c on worker threads, a copy request (up to 2 MiB, 32 clusters
+ * of 64 KiB) at a time: one message each way per request, the request's buffer moved to the
+ * worker and back instead of copied, and packed in place there (./compress-worker.ts), so a
+ * request needs no memory beyond its own buffer and nothing is left to the garbage collector
+ * (whose lag used to show as resident memory growing with the image). At most PER_WORKER
+ * batches per worker are out; the rest wait, uncopied. Node's one-call-per-cluster async
+ * zlib/zstd on the libuv pool costs about twice the CPU of the synchronous calls for 64 KiB
+ * clusters (a stream object, events and an output buffer per cluster), which is why compression
+ * runs on workers with one reused context each.
  *
- * The bytes are those of compressCluster (./compress.ts) on the main thread. If no worker can be
- * started, compression falls back to Node's async calls on the libuv threadpool.
+ * The bytes are those of compressCluster (./compress.ts). If no worker can be started, batches
+ * are compressed on the main thread.
  */
 import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import type { CompressBatch, CompressResult } from './compress-worker.js';
+import { compressBatch, type CompressBatch, type CompressResult } from './compress-worker.js';
 
-/** Workers at most: the copy engine has at most 16 requests in flight, 8 by default. */
-export const MAX_COMPRESS_WORKERS = 8;
-/** Bytes of clusters sent to a worker at once (one copy request's worth). */
-const BATCH_BYTES = 2 << 20;
-/** Batch buffers kept for reuse: enough to refill the workers without holding a copy of every request. */
-const SPARE_BATCHES = 2;
+/**
+ * Workers at most. Each Node worker costs 10-12 MiB of resident memory whatever it does (its own
+ * V8 heap and Node environment), so the count is bounded by the 128 MiB budget of a convert, not
+ * by the cores: measured on the default-size perf image (2 GiB virtual, 512 MiB data), one
+ * worker 104-106 MiB, two 114-116 MiB; a third would leave no margin (quick image: 117-119 MiB).
+ */
+export const MAX_COMPRESS_WORKERS = 2;
+/** Batches a worker holds at once: one being compressed, one waiting, so it never idles between messages. */
+const PER_WORKER = 2;
+/** Clusters compressed ahead of their write. */
+export interface PackedClusters {
+  /** The memory of the buffer given, for reuse: its bytes were consumed (moved to a worker and back, packed). */
+  data: Uint8Array;
+  /** Per cluster: its length in `packed` (in cluster order): >= 0 compressed, -1 stored plainly (all its bytes), -2 left out. */
+  lengths: Int32Array;
+  packed: Uint8Array;
+}
 
-type Waiter = { resolve: (r: Uint8Array | null) => void; reject: (e: unknown) => void };
-interface Pending { type: number; clusterSize: number; clusters: Uint8Array[]; waiters: Waiter[]; bytes: number }
+interface Job {
+  type: number;
+  clusterSize: number;
+  buf: Uint8Array;
+  skip: Uint8Array | undefined;
+  resolve: (r: PackedClusters) => void;
+  reject: (e: unknown) => void;
+}
 interface Slot { worker: Worker; busy: number }
 
 let slots: Slot[] | undefined;
 let startFailed = false;
 let nextId = 1;
-const inFlight = new Map<number, { slot: Slot; waiters: Waiter[] }>();
-let pending: Pending | undefined;
-/** Batch buffers the workers handed back, reused for the next batches. */
-const spare: ArrayBuffer[] = [];
+/** Batches at a worker; `at`/`bytes`: where the clusters are in a moved buffer (the caller's view is detached). */
+const inFlight = new Map<number, { slot: Slot; job: Job; moved: boolean; at: number; bytes: number }>();
+const queued: Job[] = [];
+
+/** Compress threads: one per core but the main thread's, within MAX_COMPRESS_WORKERS. */
+export function compressWorkerCount(cores = availableParallelism()): number {
+  return Math.max(1, Math.min(MAX_COMPRESS_WORKERS, cores - 1));
+}
 
 async function start(): Promise<Slot[] | undefined> {
   if (slots || startFailed) return slots;
   try {
     const { Worker } = await import('node:worker_threads');
-    const n = Math.max(1, Math.min(MAX_COMPRESS_WORKERS, availableParallelism() - 1));
     const url = new URL('./compress-worker.js', import.meta.url);
-    slots ??= Array.from({ length: n }, () => {
-      // small heaps: a worker holds one batch and its results at a time, and garbage left to a
-      // large young generation would show as resident memory for the whole convert
-      const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
+    slots ??= Array.from({ length: compressWorkerCount() }, () => {
+      // small heaps: a worker allocates almost nothing (buffers come from the main thread)
+      const worker = new Worker(url, { workerData: { vdiskCompress: true }, resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 } });
       const slot: Slot = { worker, busy: 0 };
       worker.on('message', (r: CompressResult) => settle(slot, r));
       worker.on('error', (e) => fail(slot, e));
+      worker.on('exit', (code) => fail(slot, new Error(`compression worker exited with status ${code}`)));
       // an idle pool must not keep the process alive
       worker.unref();
       return slot;
@@ -56,102 +78,85 @@ async function start(): Promise<Slot[] | undefined> {
   return slots;
 }
 
+/** The packed clusters in `packed` from `at` (plain ones take their whole length). */
+function result(data: Uint8Array, packed: ArrayBuffer, at: number, bytes: number, clusterSize: number, lengths: Int32Array): PackedClusters {
+  let total = 0;
+  for (let i = 0; i < lengths.length; i++) {
+    const n = lengths[i]!;
+    if (n >= 0) total += n;
+    else if (n === -1) total += Math.min(clusterSize, bytes - i * clusterSize);
+  }
+  return { data, lengths, packed: new Uint8Array(packed, at, total) };
+}
+
 function settle(slot: Slot, r: CompressResult): void {
-  const job = inFlight.get(r.id);
-  if (!job) return;
+  const f = inFlight.get(r.id);
+  if (!f) return;
   inFlight.delete(r.id);
   if (--slot.busy === 0) slot.worker.unref();
-  if (r.data.byteLength === BATCH_BYTES && spare.length < SPARE_BATCHES) spare.push(r.data);
   if (slots) dispatch(slots);
+  const { job } = f;
   if (r.error !== undefined) {
-    for (const w of job.waiters) w.reject(new Error(r.error));
+    job.reject(new Error(r.error));
     return;
   }
-  let at = 0;
-  for (let i = 0; i < job.waiters.length; i++) {
-    const n = r.lengths[i]!;
-    if (n < 0) {
-      job.waiters[i]!.resolve(null);
-    } else {
-      job.waiters[i]!.resolve(new Uint8Array(r.out, at, n));
-      at += n;
-    }
-  }
+  const data = f.moved ? new Uint8Array(r.data, f.at, f.bytes) : job.buf;
+  job.resolve(result(data, r.data, f.moved ? f.at : 0, f.bytes, job.clusterSize, r.lengths));
 }
 
-/** A worker that died fails its batches; the next compression starts a fresh pool. */
+/** A worker that died fails every batch out (the pool stops as a whole); the next compression starts a fresh pool. */
 function fail(slot: Slot, e: unknown): void {
-  for (const [id, job] of inFlight) {
-    if (job.slot !== slot) continue;
-    inFlight.delete(id);
-    for (const w of job.waiters) w.reject(e);
-  }
-  void slot.worker.terminate();
+  const pool = slots;
+  if (!pool?.includes(slot)) return;
   slots = undefined;
-  for (const b of queued.splice(0)) for (const w of b.waiters) w.reject(e);
+  for (const s of pool) void s.worker.terminate();
+  for (const f of inFlight.values()) f.job.reject(e);
+  inFlight.clear();
+  for (const j of queued.splice(0)) j.reject(e);
 }
 
-async function flush(): Promise<void> {
-  const b = pending;
-  pending = undefined;
-  if (!b) return;
-  try {
-    const pool = await start();
-    if (!pool) throw new Error('no compression workers');
-    queued.push(b);
-    dispatch(pool);
-  } catch (e) {
-    for (const w of b.waiters) w.reject(e);
-  }
+/** A buffer can move to a worker when nothing else can see its memory: the view covers all of it. */
+function movable(buf: Uint8Array): boolean {
+  return buf.buffer instanceof ArrayBuffer && buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength;
 }
-
-/**
- * Batches wait here, uncopied, until a worker has fewer than PER_WORKER batches: copies exist only
- * for the batches being compressed or next in line, not for every request the copy has in flight.
- */
-const queued: Pending[] = [];
-const PER_WORKER = 2;
 
 function dispatch(pool: Slot[]): void {
   while (queued.length > 0) {
     const slot = pool.reduce((a, s) => (s.busy < a.busy ? s : a));
     if (slot.busy >= PER_WORKER) return;
-    const b = queued.shift()!;
-    const data = new Uint8Array(spare.pop() ?? new ArrayBuffer(BATCH_BYTES), 0, b.bytes);
-    let at = 0;
-    for (const c of b.clusters) {
-      data.set(c, at);
-      at += b.clusterSize;
+    const job = queued.shift()!;
+    const moved = movable(job.buf);
+    // a buffer that cannot move is copied (library callers), with room for whole clusters
+    let data: ArrayBuffer;
+    if (moved) {
+      data = job.buf.buffer as ArrayBuffer;
+    } else {
+      data = new ArrayBuffer(Math.ceil(job.buf.length / job.clusterSize) * job.clusterSize);
+      new Uint8Array(data).set(job.buf);
     }
     const id = nextId++;
-    inFlight.set(id, { slot, waiters: b.waiters });
+    inFlight.set(id, { slot, job, moved, at: moved ? job.buf.byteOffset : 0, bytes: job.buf.length });
     if (slot.busy++ === 0) slot.worker.ref();
-    const msg: CompressBatch = { id, type: b.type, clusterSize: b.clusterSize, data: data.buffer, bytes: b.bytes };
-    slot.worker.postMessage(msg, [data.buffer]);
+    const msg: CompressBatch = { id, type: job.type, clusterSize: job.clusterSize, data, offset: moved ? job.buf.byteOffset : 0, bytes: job.buf.length, room: data.byteLength - (moved ? job.buf.byteOffset : 0), skip: job.skip };
+    slot.worker.postMessage(msg, [data]);
   }
-}
-
-/** Whether compression can go to workers (false: use the threadpool fallback). */
-export function workersAvailable(): boolean {
-  return !startFailed;
 }
 
 /**
- * One whole cluster compressed on a worker: its bytes, or null when it does not shrink. The
- * cluster must stay unchanged until the promise settles (it is copied into the batch later).
+ * Compress the whole clusters of `buf` (the last may be short: it is compressed zero-padded);
+ * clusters with `skip[i]` nonzero are left out. `buf`'s bytes are consumed: its memory may move
+ * to a worker until the promise settles (the caller must not touch it meanwhile), and the
+ * clusters are in the result's `packed` afterwards.
  */
-export function compressOnWorker(type: number, cluster: Uint8Array): Promise<Uint8Array | null> {
-  const cs = cluster.length;
-  if (pending && (pending.type !== type || pending.clusterSize !== cs || pending.bytes + cs > BATCH_BYTES)) void flush();
-  if (!pending) {
-    pending = { type, clusterSize: cs, clusters: [], waiters: [], bytes: 0 };
-    // after this turn's callbacks and promise jobs: every cluster asked for meanwhile joins
-    setImmediate(() => void flush());
+export async function compressClusters(type: number, clusterSize: number, buf: Uint8Array, skip?: Uint8Array): Promise<PackedClusters> {
+  const pool = await start();
+  if (!pool) {
+    const room = movable(buf) ? buf.buffer.byteLength : buf.length;
+    const lengths = compressBatch({ id: 0, type, clusterSize, data: buf.buffer as ArrayBuffer, offset: buf.byteOffset, bytes: buf.length, room, skip });
+    return result(buf, buf.buffer as ArrayBuffer, buf.byteOffset, buf.length, clusterSize, lengths);
   }
-  const p = pending;
   return new Promise((resolve, reject) => {
-    p.clusters.push(cluster);
-    p.waiters.push({ resolve, reject });
-    p.bytes += cs;
+    queued.push({ type, clusterSize, buf, skip, resolve, reject });
+    dispatch(pool);
   });
 }

@@ -81,54 +81,62 @@ function zstdFrameEnd(src: Uint8Array): number | undefined {
 
 const DEFLATE_OPTIONS = { level: Z_DEFAULT_COMPRESSION, windowBits: 12, memLevel: 9 };
 
-/**
- * Compressions running at once: one per threadpool thread but one, which stays free for the
- * file reads and writes the copy is waiting on. Each zlib/zstd stream holds a few hundred KiB of
- * state, so queueing the rest keeps memory flat however many clusters a copy has in flight.
- */
-const MAX_COMPRESSING = Math.max(1, Number(process.env['UV_THREADPOOL_SIZE'] ?? 4) - 1);
-let compressing = 0;
-const waiting: Array<() => void> = [];
-
-/**
- * compressCluster off the main thread, so clusters compress on as many cores as there are while
- * the main thread reads and writes: in batches on worker threads (./compress-pool.ts), else on
- * the libuv threadpool. The bytes are the synchronous call's. null: store plainly.
- */
-export async function compressClusterAsync(type: number, data: Uint8Array): Promise<Uint8Array | null> {
-  const workers = await (poolModule ??= import('./compress-pool.js'));
-  if (workers.workersAvailable()) {
-    try {
-      return await workers.compressOnWorker(type, data);
-    } catch (e) {
-      if (workers.workersAvailable()) throw e;
-    }
-  }
-  return compressOnThreadpool(type, data);
+/** The native zlib/zstd context of a Node compression stream, called synchronously. */
+interface NativeHandle {
+  writeSync(flush: number, src: Uint8Array, srcOff: number, srcLen: number, out: Uint8Array, outOff: number, outLen: number): void;
+  reset(): void;
 }
+type StreamInternals = { _handle?: NativeHandle; _writeState?: Uint32Array; on(ev: 'error', f: (e: Error) => void): unknown };
+const Z_FINISH = 4;
+const ZSTD_E_END = 2;
 
-/** The worker pool (./compress-pool.ts), loaded by the first compressed write. */
-let poolModule: Promise<typeof import('./compress-pool.js')> | undefined;
+/**
+ * Compresses clusters one after another straight into the caller's buffer with one zlib/zstd
+ * context, reset between clusters (a fresh stream per cluster, as qemu compresses them). Node's
+ * one-shot calls build a stream object and an output buffer per call: for 64 KiB clusters that
+ * garbage costs as much as a third of zstd's own time and keeps tens of MiB of dead output
+ * buffers resident in a small worker heap. The context is driven through the stream's native
+ * handle, which Node does not document; where it is missing the one-shot calls are used (the same
+ * bytes: a unit test compares the two).
+ */
+export class ClusterCompressor {
+  private handle: NativeHandle | undefined;
+  private state: Uint32Array | undefined;
+  private error: Error | undefined;
 
-/** The fallback when no worker thread can be started: one async zlib/zstd call per cluster. */
-async function compressOnThreadpool(type: number, data: Uint8Array): Promise<Uint8Array | null> {
-  if (compressing >= MAX_COMPRESSING) await new Promise<void>((r) => waiting.push(r));
-  compressing++;
-  try {
-    return await new Promise((resolve, reject) => {
-      const done = (e: Error | null, r: Buffer): void => {
-        if (e) reject(e);
-        else resolve(r.length < data.length ? r : null);
-      };
-      // one output chunk per cluster: each chunk is a round trip to the pool
-      const chunk = { chunkSize: Math.max(data.length + 1024, 16384) };
-      if (type === COMPRESSION_ZLIB) lib().deflateRaw(data, { ...DEFLATE_OPTIONS, ...chunk }, done);
-      else if (type === COMPRESSION_ZSTD && zstd().zstdCompress) zstd().zstdCompress!(data, { ...chunk, pledgedSrcSize: data.length }, done);
-      else resolve(null);
-    });
-  } finally {
-    compressing--;
-    waiting.shift()?.();
+  /** `oneShot`: use Node's one-shot calls even where the native handle is there (tests). */
+  constructor(readonly type: number, oneShot = false) {
+    const z = lib() as unknown as Record<string, unknown>;
+    const Ctor = (type === COMPRESSION_ZLIB ? z['DeflateRaw'] : type === COMPRESSION_ZSTD ? z['ZstdCompress'] : undefined) as
+      (new (o: object) => StreamInternals) | undefined;
+    if (!Ctor || oneShot) return;
+    const s = new Ctor(type === COMPRESSION_ZLIB ? DEFLATE_OPTIONS : {});
+    if (typeof s._handle?.writeSync !== 'function' || typeof s._handle.reset !== 'function' || !(s._writeState instanceof Uint32Array)) return;
+    s.on('error', (e) => { this.error = e; });
+    this.handle = s._handle;
+    this.state = s._writeState;
+  }
+
+  /**
+   * Compress one whole cluster into out[at, at + src.length - 1]: the byte length written, or -1
+   * when it does not shrink (the cluster is stored plainly).
+   */
+  compressInto(src: Uint8Array, out: Uint8Array, at: number): number {
+    const h = this.handle;
+    if (!h) {
+      const r = compressCluster(this.type, src);
+      if (!r) return -1;
+      out.set(r, at);
+      return r.length;
+    }
+    h.reset();
+    h.writeSync(this.type === COMPRESSION_ZLIB ? Z_FINISH : ZSTD_E_END, src, 0, src.length, out, at, src.length);
+    if (this.error) throw this.error;
+    const availOut = this.state![0]!;
+    const availIn = this.state![1]!;
+    // output space left means the stream ended (zlib Z_STREAM_END, zstd frame flushed)
+    if (availOut === 0 || availIn !== 0) return -1;
+    return src.length - availOut;
   }
 }
 

@@ -6,11 +6,10 @@
  * from the backing file, a compressed or shared cluster, or zeros), then the mapping switches.
  */
 import { VdiskError } from '../../block/errors.js';
-import type { AmendHooks, BitmapOps, CheckResult, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
+import type { AmendHooks, BitmapOps, CheckResult, CompressedClusters, FormatLayer, LayerStatus, RepairMode, SnapshotOps, TruncateOptions } from '../../block/driver.js';
 import { Qcow2Bitmaps } from './bitmap-ops.js';
 import type { SnapshotEditor } from './snapshot-ops.js';
 import type { CompressedWriter } from './compressed-write.js';
-import { compressClusterAsync } from './compress.js';
 import { Qcow2Reader, type Qcow2Parts } from './layer.js';
 import { AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './header.js';
 import { diskTableBytes } from './snapshot.js';
@@ -405,16 +404,17 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     meta.releaseEntry(e);
   }
 
-  /** One cluster compressed off the lock and off the main thread, ahead of its writeCompressed. */
-  compressCluster(cluster: Uint8Array): Promise<Uint8Array | null> {
-    const cs = this.p.map.geo.clusterSize;
-    const full = cluster.length === cs ? cluster : new Uint8Array(cs);
-    if (full !== cluster) full.set(cluster);
-    return compressClusterAsync(this.p.loaded.header.compressionType, full);
+  /** A request's clusters compressed off the lock and off the main thread, ahead of its writeCompressed. */
+  async compressClusters(buf: Uint8Array, skip?: Uint8Array): Promise<CompressedClusters> {
+    const { compressClusters } = await import('./compress-pool.js');
+    return compressClusters(this.p.loaded.header.compressionType, this.p.map.geo.clusterSize, buf, skip);
   }
 
-  /** Whole clusters compressed (convert -c); the last one may be short at the end of the image. */
-  writeCompressed(buf: Uint8Array, offset: number, pre?: Uint8Array | null): Promise<void> {
+  /**
+   * Whole clusters compressed (convert -c); the last one may be short at the end of the image.
+   * `pre`: the same clusters from compressClusters (else they are compressed here).
+   */
+  writeCompressed(buf: Uint8Array, offset: number, pre?: CompressedClusters): Promise<void> {
     return this.serial(async () => {
       const meta = await this.guestWriter(offset, buf.length);
       const path = this.p.path;
@@ -428,16 +428,24 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       }
       const cs = this.p.map.geo.clusterSize;
       this.compressed ??= new (await import('./compressed-write.js')).CompressedWriter(this.p);
-      for (let done = 0; done < buf.length; done += cs) {
-        const part = buf.subarray(done, Math.min(buf.length, done + cs));
-        const cluster = part.length === cs ? part : new Uint8Array(cs);
-        if (cluster !== part) cluster.set(part);
-        const given = pre !== undefined && buf.length <= cs ? pre : undefined;
-        if (!(await this.compressed.write(meta, cluster, offset + done, given))) await this.writeData(meta, part, offset + done);
-      }
+      const { packed, lengths } = pre ?? (await this.compressHere(buf));
+      const plain = await this.compressed.write(meta, offset, buf.length, packed, lengths);
+      for (const p of plain) await this.writeData(meta, packed.subarray(p.from, p.to), offset + p.index * cs);
       this.invalidateCompressed();
       if (meta.mustFlush) await meta.flush();
     });
+  }
+
+  /** Compression on this thread, for writes that come without compressClusters (library callers, tests). */
+  private async compressHere(buf: Uint8Array): Promise<{ packed: Uint8Array; lengths: Int32Array }> {
+    const { compressBatch } = await import('./compress-worker.js');
+    // packed in place: in a copy (the caller's buffer stays as it is) with room for whole clusters
+    const cs = this.p.map.geo.clusterSize;
+    const data = new Uint8Array(Math.ceil(buf.length / cs) * cs);
+    data.set(buf);
+    const lengths = compressBatch({ id: 0, type: this.p.loaded.header.compressionType, clusterSize: cs,
+      data: data.buffer, offset: 0, bytes: buf.length, room: data.length });
+    return { packed: data, lengths };
   }
 
   private compressed: CompressedWriter | undefined;
