@@ -42,7 +42,7 @@ for (let off = 0; off < SIZE; off += 384 * 1024) {
 src.set(noise(1536, 99), SIZE - 1536);
 writeFileSync(join(dir, 'src.raw'), src);
 
-const ok = (r: { code: number; stderr: string }, what: string): void => assert.equal(r.code, 0, `${what}: ${r.stderr}`);
+const ok = (r: { code: number | null; stderr: string }, what: string): void => assert.equal(r.code, 0, `${what}: ${r.stderr}`);
 /**
  * Where data, zeros and holes are, which must equal qemu-img's: the map with host offsets left
  * out and neighbouring extents of the same kind merged (map splits extents where host offsets
