@@ -113,15 +113,22 @@ export function decodeText(b: Uint8Array): string {
 }
 
 /** The 28-byte request header (a write's data follows it). */
-export function encodeRequest(flags: number, type: number, handle: bigint, offset: number, length: number): Buffer {
+export function encodeRequest(flags: number, type: number, handle: number, offset: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
   b.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
   b.writeUInt16BE(flags, 4);
   b.writeUInt16BE(type, 6);
-  b.writeBigUInt64BE(handle, 8);
-  b.writeBigUInt64BE(BigInt(offset), 16);
+  writeU64(b, handle, 8);
+  writeU64(b, offset, 16);
   b.writeUInt32BE(length, 24);
   return b;
+}
+
+/** A 64-bit field from a safe integer, without a BigInt per request. */
+function writeU64(b: Buffer, v: number, at: number): void {
+  const hi = Math.floor(v / 0x100000000);
+  b.writeUInt32BE(hi, at);
+  b.writeUInt32BE(v - hi * 0x100000000, at + 4);
 }
 
 export interface BlockDescriptor {
