@@ -32,7 +32,6 @@ export interface CopyOptions {
   targetIsZero: boolean;
   /** Only copy what the sources' top layers allocate (the target has a backing file: -B). */
   topOnly?: boolean;
-  /** Parallel requests (-m); absent: what the sources' protocols prefer, else COPY_DEFAULT_IN_FLIGHT. */
   inFlight?: number;
   outOfOrder?: boolean;
   /** Write whole clusters compressed (-c); the target must support it. */
@@ -335,21 +334,11 @@ async function dataBytes(segments: readonly CopySegment[], o: CopyOptions): Prom
   return n;
 }
 
-/** The deepest queue a source's protocol asks for (an NBD export: its round trips), if any does. */
-function preferredInFlight(segments: readonly CopySegment[]): number | undefined {
-  let n: number | undefined;
-  for (const s of segments) {
-    const p = s.image.protocol.preferredInFlight;
-    if (p !== undefined && (n === undefined || p > n)) n = p;
-  }
-  return n;
-}
-
 export async function copyImage(segments: readonly CopySegment[], o: CopyOptions): Promise<void> {
   // qemu-img always counts first; its block-status warnings show in that pass too
   const total = o.onProgress || o.salvage ? await dataBytes(segments, o) : 0;
   const limiter = o.rateLimit ? new RateLimiter(o.rateLimit) : undefined;
-  const inFlight = Math.max(1, Math.min(o.inFlight ?? preferredInFlight(segments) ?? COPY_DEFAULT_IN_FLIGHT, COPY_MAX_IN_FLIGHT));
+  const inFlight = Math.max(1, Math.min(o.inFlight ?? COPY_DEFAULT_IN_FLIGHT, COPY_MAX_IN_FLIGHT));
   const jobs = plan(segments, o);
   let done = 0;
   let nextToWrite = 0;

@@ -37,8 +37,7 @@ interface ConvertArgs {
   noCreate: boolean;
   targetIsZero: boolean;
   sparseSize: number;
-  /** -m; absent: the copy engine's default for these sources. */
-  inFlight?: number;
+  inFlight: number;
   outOfOrder: boolean;
   progress: boolean;
   quiet: boolean;
@@ -93,7 +92,7 @@ function parseArgs(argv: string[], cli: Cli): { a: ConvertArgs; files: string[] 
   if (!r.ok) return cli.usageError(r.message);
   const a: ConvertArgs = {
     src: newImageArgs((t) => cli.errRaw(t)), targetImageOpts: false, compress: false, noCreate: false,
-    targetIsZero: false, sparseSize: 4096, outOfOrder: false, progress: false, quiet: false, cache: 'unsafe',
+    targetIsZero: false, sparseSize: 4096, inFlight: 8, outOfOrder: false, progress: false, quiet: false, cache: 'unsafe',
     copyOffload: false, salvage: false, sparseGiven: false, rateLimit: 0,
   };
   for (const o of r.options) {

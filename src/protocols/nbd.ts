@@ -10,7 +10,7 @@
 import { VdiskError } from '../block/errors.js';
 import { canonicalNbdName, parseNbdFilename, targetFromOptions, hasNbdServerOptions, type NbdTarget } from '../nbd/address.js';
 import { NbdClient } from '../nbd/client.js';
-import { MAX_IN_FLIGHT, NBD_STATE_HOLE, NBD_STATE_ZERO } from '../nbd/constants.js';
+import { NBD_STATE_HOLE, NBD_STATE_ZERO } from '../nbd/constants.js';
 import type { Preallocation, Protocol, ProtocolExtent } from './types.js';
 
 export { isNbdName } from '../nbd/address.js';
@@ -29,8 +29,6 @@ export class NbdProtocol implements Protocol {
   readonly protocol = 'nbd';
   /** An export keeps whatever it held: qemu's nbd driver has no zero-init either. */
   readonly zeroInit = false;
-  /** Every request is a round trip to the server: a copy keeps as many going as one connection takes. */
-  readonly preferredInFlight = MAX_IN_FLIGHT;
 
   private constructor(readonly filename: string, private readonly client: NbdClient, readonly readOnly: boolean) {}
 

@@ -75,9 +75,4 @@ export interface Protocol {
   readonly hostOffsets?: boolean;
   /** Take image locks (file-lock.ts) for these permissions; throws a `busy` VdiskError on a conflict. */
   lock?(perms: FilePerms, mode: LockingMode, warn?: (text: string) => void): void;
-  /**
-   * Requests a bulk copy reading from here should keep in flight when the user did not choose
-   * (convert -m): a remote source with round trips to hide wants more than a local file.
-   */
-  readonly preferredInFlight?: number;
 }
