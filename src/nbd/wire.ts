@@ -21,9 +21,10 @@ const utf8d = new TextDecoder('utf-8', { fatal: false });
 
 /** A 64-bit field that must fit a JavaScript number (sizes and offsets below 2^53). */
 export function safeU64(b: Buffer, at: number, what: string): number {
-  const v = b.readBigUInt64BE(at);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdProtocolError(`server sent an out-of-range ${what} (${v})`);
-  return Number(v);
+  const hi = b.readUInt32BE(at);
+  // below 2^53 the high word has at most 21 bits (read once per data chunk: no BigInt)
+  if (hi >= 0x200000) throw new NbdProtocolError(`server sent an out-of-range ${what} (${b.readBigUInt64BE(at)})`);
+  return hi * 0x100000000 + b.readUInt32BE(at + 4);
 }
 
 export function encodeString(s: string): Buffer {

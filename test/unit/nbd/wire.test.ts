@@ -45,6 +45,8 @@ test('export and block-size infos decode; wrong lengths are protocol errors', ()
 
 test('an export size past 2^53 is refused rather than rounded', () => {
   assert.throws(() => decodeInfo(Buffer.from('0000' + 'ffffffffffffffff' + '0001', 'hex')), /out-of-range export size/);
+  assert.throws(() => decodeInfo(Buffer.from('0000' + '0020000000000000' + '0001', 'hex')), /out-of-range export size \(9007199254740992\)/);
+  assert.deepEqual(decodeInfo(Buffer.from('0000' + '001fffffffffffff' + '0001', 'hex')), { type: 'export', size: Number.MAX_SAFE_INTEGER, flags: 1 });
 });
 
 test('block status payloads are a context id and whole 8-byte descriptors', () => {
