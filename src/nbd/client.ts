@@ -106,8 +106,8 @@ export class NbdClient {
   /** Sockets of extra connections still in their handshake (destroyed by close). */
   private readonly connecting = new Set<Socket>();
   private closed = false;
-  /** The descriptors of the last block status reply, from `statusStart`. */
-  private status: { start: number; extents: BlockDescriptor[] } | undefined;
+  /** The descriptors of the last block status reply from `start`, with the end offset of each. */
+  private status: { start: number; extents: BlockDescriptor[]; ends: number[] } | undefined;
 
   private constructor(private readonly target: NbdTarget, private readonly req: HandshakeRequest, first: NbdConnection, readonly readOnly: boolean) {
     this.conns = [first];
@@ -227,7 +227,10 @@ export class NbdClient {
       const len = Math.min(length, this.nonDataMax());
       const extents = await this.conn().request(NBD_CMD_BLOCK_STATUS, 0, offset, len);
       if (!extents || extents.length === 0) throw new VdiskError('io', 'NBD_PROTOCOL', 'Protocol error: block status reply without extents');
-      this.status = { start: offset, extents };
+      const ends: number[] = [];
+      let end = offset;
+      for (const e of extents) ends.push(end += e.length);
+      this.status = { start: offset, extents, ends };
       d = this.fromCache(offset, length) ?? { length, flags: extents[0]!.flags };
     }
     return this.alignToMinBlock(offset, d);
@@ -254,15 +257,18 @@ export class NbdClient {
     return { length: up - offset, flags };
   }
 
+  /** A walk asks once per descriptor of a reply that may hold thousands: binary search, not a scan. */
   private fromCache(offset: number, length: number): BlockDescriptor | undefined {
     const s = this.status;
-    if (!s || offset < s.start) return undefined;
-    let at = s.start;
-    for (const e of s.extents) {
-      if (offset < at + e.length) return { length: Math.min(at + e.length - offset, length), flags: e.flags };
-      at += e.length;
+    if (!s || offset < s.start || offset >= s.ends[s.ends.length - 1]!) return undefined;
+    let lo = 0;
+    let hi = s.ends.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (s.ends[mid]! > offset) hi = mid;
+      else lo = mid + 1;
     }
-    return undefined;
+    return { length: Math.min(s.ends[lo]! - offset, length), flags: s.extents[lo]!.flags };
   }
 
   async close(): Promise<void> {

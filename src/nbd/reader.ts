@@ -3,16 +3,24 @@
  * payloads, so the client only ever asks "the next n bytes" (into a fresh buffer or straight into
  * the caller's read buffer).
  *
- * The socket reads through `onread`: while a payload is being received the kernel copies straight
- * into the caller's buffer (a 2 MiB read reply is not copied again in JavaScript); otherwise into a
- * scratch buffer whose bytes are queued. Unread bytes are bounded: past MAX_UNREAD_BYTES reading
- * stops until the client consumes them, so a server that streams garbage cannot fill memory.
+ * The socket reads through `onread`: while a read is waiting, the kernel is handed exactly the
+ * rest of the waiting buffer, so a header is read on its own and a payload lands straight in the
+ * caller's buffer (a 2 MiB read reply is never copied in JavaScript, and no bytes of it pass
+ * through a scratch buffer). Only bytes that arrive while nothing waits go to a scratch buffer and
+ * are queued. Unread bytes are bounded: past MAX_UNREAD_BYTES reading stops until the client
+ * consumes them, so a server that streams garbage cannot fill memory.
  */
 import type { Socket } from 'node:net';
 import { MAX_UNREAD_BYTES } from './constants.js';
 
-/** Bytes the kernel may hand over per read when no caller buffer is waiting. */
+/** Bytes the kernel may hand over per read when no read is waiting. */
 const SCRATCH_BYTES = 64 * 1024;
+/**
+ * Bytes read when a read has just been satisfied: Node asks for the next buffer before the reader's
+ * owner has run and asked for its next bytes, so the kernel gets room for a reply header and a data
+ * chunk's offset only, not for the start of the payload that follows (which would be copied).
+ */
+const BETWEEN_READS_BYTES = 32;
 
 export class StreamClosedError extends Error {
   constructor(readonly errno: string | undefined, message: string) {
@@ -35,8 +43,11 @@ export class SocketReader {
   private socket: Socket | undefined;
   private paused = false;
   private scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+  private readonly small = this.scratch.subarray(0, BETWEEN_READS_BYTES);
   /** The waiter whose buffer the kernel was last given to read into. */
   private lent: Waiter | undefined;
+  /** The last callback completed a read (its owner will ask for more as soon as it runs). */
+  private satisfied = false;
 
   constructor(private readonly limit = MAX_UNREAD_BYTES) {}
 
@@ -83,13 +94,16 @@ export class SocketReader {
 
   private nextBuffer(): Uint8Array {
     const w = this.waiter;
-    // only payloads are worth a kernel read of their own; headers come through the scratch buffer
-    if (w && this.chunks.length === 0 && w.dest.length - w.filled >= SCRATCH_BYTES) {
+    // a few more small reads (a header, then its payload) cost less than copying every payload's
+    // first scratch-full out of the scratch buffer
+    if (w && this.chunks.length === 0) {
       this.lent = w;
-      return w.dest.subarray(w.filled);
+      return w.filled === 0 ? w.dest : w.dest.subarray(w.filled);
     }
     this.lent = undefined;
-    return this.scratch;
+    const between = this.satisfied;
+    this.satisfied = false;
+    return between ? this.small : this.scratch;
   }
 
   private received(n: number, b: Uint8Array): boolean {
@@ -106,6 +120,7 @@ export class SocketReader {
     this.lent = undefined;
     if (w && w.filled === w.dest.length) {
       this.waiter = undefined;
+      this.satisfied = true;
       w.resolve();
     }
     if (this.buffered >= this.limit) {

@@ -34,13 +34,22 @@ interface Pending {
 
 const OP_NAMES: Record<number, string> = { 0: 'read', 1: 'write', 3: 'flush', 4: 'trim', 6: 'write-zeroes', 7: 'block-status' };
 
+/** Handles are numbers below 2^32 on the wire's 64 bits (a reply naming any other is unknown). */
+const HANDLE_WRAP = 0x100000000;
+
 export class NbdConnection {
-  private nextHandle = 1n;
-  private readonly pending = new Map<bigint, Pending>();
+  private nextHandle = 1;
+  private readonly pending = new Map<number, Pending>();
   private inFlight = 0;
   private readonly slotWaiters: (() => void)[] = [];
   private broken: VdiskError | undefined;
   private closing = false;
+  /** Reply headers are read into these, one at a time: the receiver decodes each before the next read. */
+  private readonly header = Buffer.allocUnsafe(STRUCTURED_REPLY_BYTES + 8);
+  private readonly simpleHeader = this.header.subarray(0, SIMPLE_REPLY_BYTES);
+  private readonly headerRest = this.header.subarray(SIMPLE_REPLY_BYTES, STRUCTURED_REPLY_BYTES);
+  /** The offset field in front of a data chunk's bytes. */
+  private readonly dataOffset = this.header.subarray(STRUCTURED_REPLY_BYTES, STRUCTURED_REPLY_BYTES + 8);
 
   constructor(private readonly socket: Socket, private readonly reader: SocketReader, readonly desc: ExportDescription) {
     void this.receiveLoop();
@@ -56,7 +65,8 @@ export class NbdConnection {
     if (this.inFlight >= MAX_IN_FLIGHT) await new Promise<void>((r) => this.slotWaiters.push(r));
     if (this.broken) throw this.broken;
     this.inFlight++;
-    const handle = this.nextHandle++;
+    const handle = this.nextHandle;
+    this.nextHandle = this.nextHandle + 1 === HANDLE_WRAP ? 1 : this.nextHandle + 1;
     try {
       return await new Promise<BlockDescriptor[] | undefined>((resolve, reject) => {
         const p: Pending = { type, offset, length, resolve: () => resolve(p.extents), reject };
@@ -76,7 +86,7 @@ export class NbdConnection {
     if (this.closing) return;
     this.closing = true;
     if (!this.broken && !this.socket.destroyed) {
-      await new Promise<void>((r) => this.socket.end(encodeRequest(0, NBD_CMD_DISC, this.nextHandle++, 0, 0), () => r()));
+      await new Promise<void>((r) => this.socket.end(encodeRequest(0, NBD_CMD_DISC, this.nextHandle, 0, 0), () => r()));
     }
     this.socket.destroy();
     this.fail(new VdiskError('io', 'ESHUTDOWN', 'Connection closed', { op: 'nbd', errno: 'ESHUTDOWN' }));
@@ -92,11 +102,13 @@ export class NbdConnection {
   private async receiveLoop(): Promise<void> {
     try {
       for (;;) {
-        const h = await this.reader.read(SIMPLE_REPLY_BYTES);
+        const h = this.header;
+        await this.reader.readInto(this.simpleHeader);
         const magic = h.readUInt32BE(0);
         if (magic === NBD_SIMPLE_REPLY_MAGIC) await this.simpleReply(h);
         else if (magic === NBD_STRUCTURED_REPLY_MAGIC && this.desc.structuredReplies) {
-          await this.structuredChunk(Buffer.concat([h, await this.reader.read(STRUCTURED_REPLY_BYTES - SIMPLE_REPLY_BYTES)]));
+          await this.reader.readInto(this.headerRest);
+          await this.structuredChunk(h);
         } else throw new NbdProtocolError(`Protocol error: invalid reply magic 0x${magic.toString(16)}`);
       }
     } catch (e) {
@@ -108,14 +120,14 @@ export class NbdConnection {
     }
   }
 
-  private take(handle: bigint): Pending {
+  private take(handle: number): Pending {
     const p = this.pending.get(handle);
-    if (!p) throw new NbdProtocolError(`Protocol error: reply for unknown handle ${handle}`);
+    if (!p) throw new NbdProtocolError(`Protocol error: reply for unknown handle ${this.header.readBigUInt64BE(8)}`);
     return p;
   }
 
   private async simpleReply(h: Buffer): Promise<void> {
-    const handle = h.readBigUInt64BE(8);
+    const handle = replyHandle(h);
     const p = this.take(handle);
     this.pending.delete(handle);
     const error = h.readUInt32BE(4);
@@ -128,7 +140,7 @@ export class NbdConnection {
   private async structuredChunk(h: Buffer): Promise<void> {
     const flags = h.readUInt16BE(4);
     const type = h.readUInt16BE(6);
-    const handle = h.readBigUInt64BE(8);
+    const handle = replyHandle(h);
     const length = h.readUInt32BE(16);
     const p = this.take(handle);
     switch (type) {
@@ -170,7 +182,8 @@ export class NbdConnection {
     if (p.type !== NBD_CMD_READ || !p.buf || length < 9 || length - 8 > p.length) {
       throw new NbdProtocolError('Protocol error: invalid NBD_REPLY_TYPE_OFFSET_DATA chunk');
     }
-    const at = safeU64(await this.reader.read(8), 0, 'data offset') - p.offset;
+    await this.reader.readInto(this.dataOffset);
+    const at = safeU64(this.dataOffset, 0, 'data offset') - p.offset;
     if (at < 0 || at + length - 8 > p.length) throw new NbdProtocolError('Protocol error: data chunk outside the request');
     await this.reader.readInto(p.buf.subarray(at, at + length - 8));
   }
@@ -195,4 +208,9 @@ export class NbdConnection {
     if (bs.extents.some((e) => e.length === 0)) throw new NbdProtocolError('Protocol error: block status extent of length 0');
     p.extents = bs.extents;
   }
+}
+
+/** The handle of a reply header; a value the client never sends (2^32 and up) matches no request. */
+function replyHandle(h: Buffer): number {
+  return h.readUInt32BE(8) === 0 ? h.readUInt32BE(12) : -1;
 }

@@ -21,9 +21,10 @@ const utf8d = new TextDecoder('utf-8', { fatal: false });
 
 /** A 64-bit field that must fit a JavaScript number (sizes and offsets below 2^53). */
 export function safeU64(b: Buffer, at: number, what: string): number {
-  const v = b.readBigUInt64BE(at);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdProtocolError(`server sent an out-of-range ${what} (${v})`);
-  return Number(v);
+  const hi = b.readUInt32BE(at);
+  // below 2^53 the high word has at most 21 bits (read once per data chunk: no BigInt)
+  if (hi >= 0x200000) throw new NbdProtocolError(`server sent an out-of-range ${what} (${b.readBigUInt64BE(at)})`);
+  return hi * 0x100000000 + b.readUInt32BE(at + 4);
 }
 
 export function encodeString(s: string): Buffer {
@@ -113,15 +114,22 @@ export function decodeText(b: Uint8Array): string {
 }
 
 /** The 28-byte request header (a write's data follows it). */
-export function encodeRequest(flags: number, type: number, handle: bigint, offset: number, length: number): Buffer {
+export function encodeRequest(flags: number, type: number, handle: number, offset: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
   b.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
   b.writeUInt16BE(flags, 4);
   b.writeUInt16BE(type, 6);
-  b.writeBigUInt64BE(handle, 8);
-  b.writeBigUInt64BE(BigInt(offset), 16);
+  writeU64(b, handle, 8);
+  writeU64(b, offset, 16);
   b.writeUInt32BE(length, 24);
   return b;
+}
+
+/** A 64-bit field from a safe integer, without a BigInt per request. */
+function writeU64(b: Buffer, v: number, at: number): void {
+  const hi = Math.floor(v / 0x100000000);
+  b.writeUInt32BE(hi, at);
+  b.writeUInt32BE(v - hi * 0x100000000, at + 4);
 }
 
 export interface BlockDescriptor {

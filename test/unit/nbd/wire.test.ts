@@ -13,9 +13,9 @@ import { SocketReader } from '../../../dist/nbd/reader.js';
 import { canonicalNbdName, parseNbdFilename, targetFromOptions } from '../../../dist/nbd/address.js';
 
 test('a request header is 28 bytes: magic, flags, type, handle, offset, length', () => {
-  const b = encodeRequest(0x0002, 6, 0x0102030405060708n, 2 ** 40, 4096);
+  const b = encodeRequest(0x0002, 6, 0x0001020304050607, 2 ** 40 + 5, 4096);
   assert.equal(b.length, REQUEST_HEADER_BYTES);
-  assert.equal(b.toString('hex'), '25609513' + '0002' + '0006' + '0102030405060708' + '0000010000000000' + '00001000');
+  assert.equal(b.toString('hex'), '25609513' + '0002' + '0006' + '0001020304050607' + '0000010000000005' + '00001000');
 });
 
 test('an option is IHAVEOPT, its number, its length and its data', () => {
@@ -45,6 +45,8 @@ test('export and block-size infos decode; wrong lengths are protocol errors', ()
 
 test('an export size past 2^53 is refused rather than rounded', () => {
   assert.throws(() => decodeInfo(Buffer.from('0000' + 'ffffffffffffffff' + '0001', 'hex')), /out-of-range export size/);
+  assert.throws(() => decodeInfo(Buffer.from('0000' + '0020000000000000' + '0001', 'hex')), /out-of-range export size \(9007199254740992\)/);
+  assert.deepEqual(decodeInfo(Buffer.from('0000' + '001fffffffffffff' + '0001', 'hex')), { type: 'export', size: Number.MAX_SAFE_INTEGER, flags: 1 });
 });
 
 test('block status payloads are a context id and whole 8-byte descriptors', () => {
