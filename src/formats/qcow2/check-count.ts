@@ -13,6 +13,7 @@ import { OL_ACTIVE_L2, OL_INACTIVE_L2, overlapOk, snapshotTableBytes } from './c
 import { compressedDescriptor } from './l1l2.js';
 import { MAX_L1_BYTES } from './limits.js';
 import { L2TableReader } from './check-tables.js';
+import { isAllZero } from '../../block/bytes.js';
 
 const TWO32 = 0x100000000;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -119,7 +120,8 @@ async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix
   if (at <= INT64_MAX - BigInt(g.clusterSize) && !(at <= SAFE && Number(at) < c.fileLen)) return;
   const table = (await batched()) ?? await readAt(c, l2, g.clusterSize, 'check_refcounts_l2');
   const w: L2Walk = { table, dv: new DataView(table.buffer, table.byteOffset, table.byteLength), l2, nextContiguous: 0 };
-  for (let i = 0; i < n; i++) {
+  // countPlain takes the entries that need no message, repair or I/O; the loop body sees the others
+  for (let i = countPlain(c, w, 0, frag); i < n; i = countPlain(c, w, i + 1, frag)) {
     const at = i * g.entryBytes;
     const hi = w.dv.getUint32(at);
     const lo = w.dv.getUint32(at + 4);
@@ -155,11 +157,78 @@ async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix
   }
 }
 
+/**
+ * checkL2's walk over the entries from `from` on, as long as each is one that needs no message,
+ * repair or I/O: unused entries, and plain host clusters inside the file whose counter is below
+ * the maximum (what nearly every entry of a real image is). One synchronous loop over the table
+ * and the counter array; returns the first entry it leaves to checkL2's own per-entry path (which
+ * then does all of that entry's work), or the table's entry count.
+ *
+ * Everything in the loop is a 32-bit integer (entries read as int32, host offsets as cluster
+ * numbers): a check runs each loop once, mostly before the optimizing compiler has seen it, and
+ * there any value outside int32 is a heap allocation.
+ */
+function countPlain(c: CheckCtx, w: L2Walk, from: number, frag: boolean): number {
+  const g = c.p.map.geo;
+  const n = 2 ** g.l2Bits;
+  const eb = g.entryBytes;
+  const ext = g.extL2;
+  const dataFile = g.hasDataFile;
+  const cs = g.clusterSize;
+  const cb = g.clusterBits;
+  // bits 9..cb-1 of the low half: an unaligned host offset
+  const unaligned = (cs - 1) & ~0x1ff;
+  // bits of the high half that would make the cluster number reach 2^31
+  const tooFar = 0x1fffff & ~((1 << (cb - 1)) - 1);
+  const imrt = c.imrt;
+  const counters = imrt.counters;
+  const size = imrt.size;
+  const max = imrt.max;
+  // first cluster at or past the end of the file: a reference to it exceeds the file
+  const fileEnd = Math.min(Math.ceil(c.fileLen / cs), 0x7fffffff);
+  const dv = w.dv;
+  const prev = w.nextContiguous;
+  // the cluster after the last one counted (0: none yet; -1: that one was not cluster aligned)
+  let next = prev === 0 ? 0 : prev % cs === 0 && prev / cs < 0x7fffffff ? prev / cs : -1;
+  let allocated = 0;
+  let fragmented = 0;
+  let i = from;
+  for (; i < n; i++) {
+    const at = i * eb;
+    const hi = dv.getInt32(at);
+    const lo = dv.getInt32(at + 4);
+    const bhi = ext ? dv.getInt32(at + 8) : 0;
+    const blo = ext ? dv.getInt32(at + 12) : 0;
+    if ((hi | lo | bhi | blo) === 0) continue;
+    // compressed, reserved bits set, or an offset past 2^53
+    if (hi & 0x7fe00000 || lo & 0x1fe) break;
+    const zeroFlag = (lo & 1) !== 0 && !ext;
+    if ((hi & 0x1fffff) === 0 && (lo & ~0x1ff) === 0 && (zeroFlag || !dataFile || hi >= 0)) {
+      if (!zeroFlag && blo) break;
+      continue;
+    }
+    if ((bhi & blo) !== 0 || (lo & unaligned) !== 0 || (hi & tooFar) !== 0) break;
+    const k = ((hi & 0x1fffff) << (32 - cb)) | (lo >>> cb);
+    if (!dataFile) {
+      // past the end of the file, or a counter that would overflow: messages
+      if (k >= fileEnd || k >= size || counters[k] === max) break;
+      counters[k]!++;
+    }
+    if (frag) {
+      allocated++;
+      if (next !== 0 && k !== next) fragmented++;
+      next = k + 1;
+    }
+  }
+  if (frag && next !== -1 && allocated > 0) w.nextContiguous = next * cs;
+  c.res.allocatedClusters += allocated;
+  c.res.fragmentedClusters += fragmented;
+  return i;
+}
+
 /** Whether a table holds only zero entries (then no entry of it needs checking). */
 export function isZeroTable(t: Uint8Array): boolean {
-  const words = new BigUint64Array(t.buffer, t.byteOffset, t.byteLength >>> 3);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-  return true;
+  return isAllZero(t);
 }
 
 function compressedEntry(c: CheckCtx, i: number, hi: number, lo: number, bitmap: number, frag: boolean): void {

@@ -147,6 +147,15 @@ export class StoredRefs {
     return this.last ? refcountAt(this.last.data, k % this.perBlock, this.order) : 0;
   }
 
+  /**
+   * The data of table entry `ti`'s block when it is the one used last (null: no block, all
+   * refcounts zero); undefined when another block is at hand (no I/O).
+   */
+  peekBlock(ti: number): Uint8Array | null | undefined {
+    if (ti !== this.lastTi) return undefined;
+    return this.last ? this.last.data : null;
+  }
+
   /** Set a stored refcount whose block exists (callers only change nonzero refcounts). */
   async set(k: number, v: number): Promise<void> {
     const ti = Math.floor(k / this.perBlock);
