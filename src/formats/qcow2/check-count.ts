@@ -14,6 +14,7 @@ import { compressedDescriptor } from './l1l2.js';
 import { MAX_L1_BYTES } from './limits.js';
 import { L2TableReader } from './check-tables.js';
 import { isAllZero } from '../../block/bytes.js';
+import { readMeta } from './l2-cache.js';
 
 const TWO32 = 0x100000000;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -72,7 +73,7 @@ async function readAt(c: CheckCtx, at: number | bigint, n: number, what: string)
     c.res.checkErrors++;
     throw new CheckAbort('Input/output error');
   }
-  if (offset <= SAFE && Number(offset) < c.fileLen) await c.p.proto.pread(buf, Number(offset));
+  if (offset <= SAFE && Number(offset) < c.fileLen) await readMeta(c.p.proto, buf, Number(offset));
   return buf;
 }
 

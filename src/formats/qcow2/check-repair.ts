@@ -14,6 +14,7 @@ import { refcountAt, StoredRefError, StoredRefs } from './check-stored.js';
 import { OL_ACTIVE_L2, overlapOk } from './check-overlap.js';
 import { isZeroTable } from './check-count.js';
 import { L2TableReader } from './check-tables.js';
+import { readMeta } from './l2-cache.js';
 
 const TWO32 = 0x100000000;
 
@@ -246,7 +247,7 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
     let table = await tables.table(i, l2);
     if (!table) {
       table = single;
-      await c.p.proto.pread(table, l2);
+      await readMeta(c.p.proto, table, l2);
     }
     if (isZeroTable(table)) continue;
     const dirty = await copiedInL2(c, table, repair);

@@ -7,6 +7,7 @@
  */
 import type { Protocol } from '../../protocols/types.js';
 import { setRefcountEntry } from './refcount.js';
+import { readMeta } from './l2-cache.js';
 
 /** Refcount blocks a check keeps in memory at once (each one cluster). */
 const CACHED_BLOCKS = 64;
@@ -116,7 +117,7 @@ export class StoredRefs {
       return b;
     }
     b = { data: new Uint8Array(this.cs), dirty: false };
-    await this.proto.pread(b.data, off);
+    await readMeta(this.proto, b.data, off);
     await this.evict();
     this.cache.set(off, b);
     return b;
