@@ -223,6 +223,9 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
   const l1 = map.l1View;
   const single = new Uint8Array(g.clusterSize);
   const tables = new L2TableReader(c.p.proto, g.clusterSize, l1, map.l1Entries, c.fileLen);
+  // tables the counting walk found right need no second look, if it walked this same L1 table
+  const cc = c.copiedChecked;
+  const checked = cc && Buffer.from(cc.l1.buffer, cc.l1.byteOffset, cc.l1.byteLength).equals(map.l1) ? cc.tables : undefined;
   for (let i = 0; i < map.l1Entries; i++) {
     const hi = l1.getUint32(i * 8);
     const lo = l1.getUint32(i * 8 + 4);
@@ -244,6 +247,7 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
     }
     // past the end of the file the table reads as zeros: no entry to check
     if (!(safe && l2 < c.fileLen)) continue;
+    if (checked?.[i]) continue;
     let table = await tables.table(i, l2);
     if (!table) {
       table = single;

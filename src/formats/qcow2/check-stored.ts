@@ -131,6 +131,36 @@ export class StoredRefs {
     }
   }
 
+  /**
+   * Table entry `ti`'s block for a look without side effects: its data when cached, null when
+   * there is none (refcounts zero); undefined when it is not cached or not cleanly readable.
+   */
+  cachedBlock(ti: number): Uint8Array | null | undefined {
+    if (ti >= this.entries) return null;
+    const { hi, lo } = this.raw(ti);
+    if (hi === 0 && (lo & 0xfffffe00) === 0) return null;
+    const off = this.blockOffset(ti);
+    if (off === undefined || ((lo & 0xfffffe00) >>> 0) % this.cs !== 0) return undefined;
+    return this.cache.get(off)?.data;
+  }
+
+  /**
+   * Read table entry `ti`'s block into the cache when that is silent: true when it is there (or
+   * there is none), false when reading it would be a corruption event or an error, or it lies
+   * past the end of the file; then get() is what reads it, in qemu's order.
+   */
+  async prefetch(ti: number): Promise<boolean> {
+    if (this.cachedBlock(ti) !== undefined) return true;
+    const { lo } = this.raw(ti);
+    const off = this.blockOffset(ti);
+    if (off === undefined || ((lo & 0xfffffe00) >>> 0) % this.cs !== 0 || off >= this.fileLen) return false;
+    const b: Slot = { data: new Uint8Array(this.cs), dirty: false };
+    await readMeta(this.proto, b.data, off);
+    await this.evict();
+    this.cache.set(off, b);
+    return true;
+  }
+
   /** The data of table entry `ti`'s block (null: no block, all refcounts zero); throws StoredRefError. */
   async blockData(ti: number): Promise<Uint8Array | null> {
     return (await this.block(ti))?.data ?? null;
