@@ -185,6 +185,12 @@ export interface FormatLayer {
    * so a copy must write zero ranges too (encrypted payloads, preallocated encrypted clusters).
    */
   readonly zeroInit?: boolean;
+  /**
+   * blockStatus's answer when it needs no I/O and no wait (the tables are cached, nothing is in
+   * flight), else undefined: then ask blockStatus. A walk over many short runs (map) costs a
+   * promise chain per run otherwise. May throw what blockStatus would reject with.
+   */
+  blockStatusSync?(offset: number, length: number): LayerStatus | undefined;
 }
 
 /** One persistent dirty bitmap as the image stores it. */

@@ -176,12 +176,51 @@ export class Image {
   /** This layer's own status of the run at `offset` (length clamped to the image). */
   async layerStatus(offset: number, length: number): Promise<LayerStatus> {
     this.checkRequest(offset, length, 'block-status', false);
-    const st = await this.layer.blockStatus(offset, Math.min(length, ZERO_STATUS_CHUNK * 4));
+    return this.checkedStatus(await this.layer.blockStatus(offset, Math.min(length, ZERO_STATUS_CHUNK * 4)), offset, length);
+  }
+
+  private checkedStatus(st: LayerStatus, offset: number, length: number): LayerStatus {
     if (!(st.length > 0) || st.length > length) {
       throw new VdiskError('corrupt', 'BAD_BLOCK_STATUS', `block status of '${this.filename}' returned length ${st.length}`,
         { path: this.filename, offset, op: 'block-status' });
     }
     return st;
+  }
+
+  /**
+   * chainStatus's answer when every layer it asks can give its status without I/O (see
+   * FormatLayer.blockStatusSync), else undefined: then call chainStatus. Throws what it would reject with.
+   */
+  chainStatusSync(offset: number, length: number, depth = 0, askHost = true): ChainStatus | undefined {
+    if (!this.layer.blockStatusSync) return undefined;
+    this.checkRequest(offset, length, 'block-status', false);
+    const raw = this.layer.blockStatusSync(offset, Math.min(length, ZERO_STATUS_CHUNK * 4));
+    if (raw === undefined) return undefined;
+    const st = this.checkedStatus(raw, offset, length);
+    if (st.allocated) return askHost && mayBeInHole(st) ? undefined : this.allocatedStatus(st, depth);
+    const below = this.backing;
+    if (!below || offset >= below.size) return this.unallocatedStatus(st, depth, below);
+    return below.chainStatusSync(offset, Math.min(st.length, below.size - offset), depth + 1, askHost);
+  }
+
+  private allocatedStatus(st: LayerStatus, depth: number): ChainStatus {
+    const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
+    if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;
+    if (st.hostFile !== undefined) r.hostFile = st.hostFile;
+    else if (st.hostOffset !== undefined) r.hostFile = this.meta.fileDisplayName ?? this.filename;
+    if (st.compressed) r.compressed = true;
+    return r;
+  }
+
+  /** Status of a run nothing below defines (no backing file, or past a short one's end). */
+  private unallocatedStatus(st: LayerStatus, depth: number, below: Image | null): ChainStatus {
+    const r: ChainStatus = { length: st.length, present: false, zero: !st.unknownContents, data: false, depth };
+    // an unallocated subcluster of an allocated cluster still has a place in the file (qemu shows it)
+    if (!below && st.hostOffset !== undefined) {
+      r.hostOffset = st.hostOffset;
+      r.hostFile = st.hostFile ?? this.meta.fileDisplayName ?? this.filename;
+    }
+    return r;
   }
 
   /**
@@ -192,24 +231,11 @@ export class Image {
   async chainStatus(offset: number, length: number, depth = 0, askHost = true): Promise<ChainStatus> {
     const st = await this.layerStatus(offset, length);
     if (st.allocated) {
-      if (askHost) await this.refineWithHost(st);
-      const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
-      if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;
-      if (st.hostFile !== undefined) r.hostFile = st.hostFile;
-      else if (st.hostOffset !== undefined) r.hostFile = this.meta.fileDisplayName ?? this.filename;
-      if (st.compressed) r.compressed = true;
-      return r;
+      if (askHost && mayBeInHole(st)) await this.refineWithHost(st);
+      return this.allocatedStatus(st, depth);
     }
     const below = this.backing;
-    if (!below || offset >= below.size) {
-      const r: ChainStatus = { length: st.length, present: false, zero: !st.unknownContents, data: false, depth };
-      // an unallocated subcluster of an allocated cluster still has a place in the file (qemu shows it)
-      if (!below && st.hostOffset !== undefined) {
-        r.hostOffset = st.hostOffset;
-        r.hostFile = st.hostFile ?? this.meta.fileDisplayName ?? this.filename;
-      }
-      return r;
-    }
+    if (!below || offset >= below.size) return this.unallocatedStatus(st, depth, below);
     const r = await below.chainStatus(offset, Math.min(st.length, below.size - offset), depth + 1, askHost);
     return r;
   }
@@ -228,11 +254,12 @@ export class Image {
    * and `map` says so (zero and data both true), as qemu does when it asks the file below.
    */
   private async refineWithHost(st: LayerStatus): Promise<void> {
-    if (!st.data || st.zero || st.compressed || st.askHost === false || st.hostOffset === undefined || st.hostFile !== undefined) return;
+    const host = st.hostOffset;
+    if (!mayBeInHole(st) || host === undefined) return;
     if (this.format === 'raw' || !this.protocol.extent) return;
-    const ext = await this.protocol.extent(st.hostOffset, st.length);
+    const ext = await this.protocol.extent(host, st.length);
     // data mapped past the end of the file is not a hole to qemu: it stays data, not zero
-    if (!ext.data && st.hostOffset >= (await this.protocol.size())) return;
+    if (!ext.data && host >= (await this.protocol.size())) return;
     if (!ext.data) st.zero = true;
     if (ext.length > 0 && ext.length < st.length) st.length = ext.length;
   }
@@ -296,4 +323,9 @@ export function setProbedRawGuard(fn: (img: Image, buf: Uint8Array, offset: numb
 }
 function guardProbedRawBlock0(img: Image, buf: Uint8Array, offset: number): void {
   guard?.(img, buf, offset);
+}
+
+/** Data stored in this layer's own file, which the file below may hold as a hole (see refineWithHost). */
+function mayBeInHole(st: LayerStatus): boolean {
+  return st.data && !st.zero && !st.compressed && st.askHost !== false && st.hostOffset !== undefined && st.hostFile === undefined;
 }

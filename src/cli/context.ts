@@ -18,6 +18,13 @@ export interface Cli {
   fail(e: unknown, prefix?: string): number;
   /** stdout is a terminal (progress bars, warnings). */
   readonly isTTY: boolean;
+  /**
+   * Bytes to stdout; the caller leaves them unchanged afterwards (a pipe may still hold them).
+   * false: stdout holds more than it wants, wait for `drain` before writing more.
+   */
+  outBytes?(b: Uint8Array): boolean;
+  /** Resolves once stdout has written what it held (at once when it holds nothing or failed). */
+  drain?(): Promise<void>;
 }
 
 export type CommandFn = (args: string[], cli: Cli) => Promise<number>;
@@ -29,6 +36,24 @@ export function makeCli(prog: string): Cli {
     out: (s) => {
       process.stdout.write(s);
     },
+    outBytes: (b) => process.stdout.write(b),
+    drain: () => new Promise<void>((resolve) => {
+      const s = process.stdout;
+      if (!s.writableNeedDrain || s.destroyed) {
+        resolve();
+        return;
+      }
+      // a reader that went away fails the stream instead (cli.ts drops that error): go on then too
+      const done = (): void => {
+        s.off('drain', done);
+        s.off('error', done);
+        s.off('close', done);
+        resolve();
+      };
+      s.on('drain', done);
+      s.on('error', done);
+      s.on('close', done);
+    }),
     errRaw: (s) => {
       process.stderr.write(s);
     },

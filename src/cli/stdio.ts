@@ -4,14 +4,27 @@
  * qemu-img prints on stderr after some stdout lines comes out before them when both go to one
  * pipe (iotests 074, map over a failing image); commands whose output interleaves with errors
  * write through this to keep that order.
+ *
+ * Text is encoded straight into a large slab and each completed block goes out as a view of it,
+ * so a long output (map of a fragmented image: megabytes in ~100-byte entries) costs one encode
+ * per entry and one write per block, and no copies. Bytes that went out are never written over
+ * (a pipe may still hold the view): text goes after them, and a full slab is replaced, not reused.
  */
+import { TextDecoder } from 'node:util';
 import type { Cli } from './context.js';
 
 const STDIO_BLOCK_BYTES = 4096;
+/** Bytes of one slab: many blocks, so a new one (and the copy of a partial block) is rare. */
+const SLAB_BYTES = 1 << 18;
 
 export class StdoutStream {
-  private parts: Buffer[] = [];
-  private bytes = 0;
+  private slab = Buffer.allocUnsafe(SLAB_BYTES);
+  /** First byte not yet written out. */
+  private start = 0;
+  /** End of the text held. */
+  private pos = 0;
+  private blocked = false;
+  private decoder: TextDecoder | undefined;
 
   constructor(private readonly cli: Cli) {}
 
@@ -20,24 +33,54 @@ export class StdoutStream {
       this.cli.out(s);
       return;
     }
-    const b = Buffer.from(s, 'utf8');
-    this.parts.push(b);
-    this.bytes += b.length;
-    if (this.bytes < STDIO_BLOCK_BYTES) return;
-    const all = Buffer.concat(this.parts);
-    let cut = all.length - (all.length % STDIO_BLOCK_BYTES);
-    // never split a UTF-8 sequence (stdio would; the bytes would still arrive in order)
-    while (cut > 0 && cut < all.length && (all[cut]! & 0xc0) === 0x80) cut--;
-    this.cli.out(all.subarray(0, cut).toString('utf8'));
-    const rest = all.subarray(cut);
-    this.parts = rest.length > 0 ? [rest] : [];
-    this.bytes = rest.length;
+    // UTF-8 takes at most 3 bytes per UTF-16 unit
+    if (this.pos + 3 * s.length > this.slab.length) this.newSlab(3 * s.length);
+    this.pos += this.slab.write(s, this.pos, 'utf8');
+    const full = this.pos - this.start - ((this.pos - this.start) % STDIO_BLOCK_BYTES);
+    if (full > 0) {
+      this.emit(this.slab.subarray(this.start, this.start + full));
+      this.start += full;
+    }
+  }
+
+  /** stdout holds more than it wants: wait for `drain()` before writing much more. */
+  get mustDrain(): boolean {
+    return this.blocked;
+  }
+
+  async drain(): Promise<void> {
+    if (!this.blocked) return;
+    this.blocked = false;
+    await this.cli.drain?.();
   }
 
   /** What exit would flush. */
   end(): void {
-    if (this.bytes > 0) this.cli.out(Buffer.concat(this.parts).toString('utf8'));
-    this.parts = [];
-    this.bytes = 0;
+    if (this.pos > this.start) this.emit(this.slab.subarray(this.start, this.pos));
+    this.start = this.pos;
+    if (this.decoder) {
+      const rest = this.decoder.decode();
+      if (rest) this.cli.out(rest);
+    }
+  }
+
+  /** Move the partial block to a fresh slab that has room for `need` more bytes. */
+  private newSlab(need: number): void {
+    const held = this.slab.subarray(this.start, this.pos);
+    const next = Buffer.allocUnsafe(Math.max(SLAB_BYTES, held.length + need));
+    held.copy(next, 0);
+    this.slab = next;
+    this.pos = held.length;
+    this.start = 0;
+  }
+
+  private emit(b: Uint8Array): void {
+    if (this.cli.outBytes) {
+      if (!this.cli.outBytes(b)) this.blocked = true;
+      return;
+    }
+    // text only: a block may end inside a UTF-8 sequence, which the decoder keeps for the next one
+    this.decoder ??= new TextDecoder('utf-8');
+    this.cli.out(this.decoder.decode(b, { stream: true }));
   }
 }

@@ -70,48 +70,40 @@ function humanEntry(e: MapEntry, first: boolean): string {
 }
 
 async function printMap(img: Image, start: number, end: number, fmt: OutputFormat, stdout: StdoutStream): Promise<void> {
-  const out: string[] = [];
-  const flush = (): void => {
-    if (out.length) stdout.write(out.join(''));
-    out.length = 0;
-  };
   let cur: MapEntry | undefined;
   let first = true;
   // qemu writes an entry's separator as soon as the next entry is known, so output cut short by
   // an error ends with ",\n" as qemu's does
   const emit = (e: MapEntry, last: boolean): void => {
-    if (fmt === 'json') {
-      out.push(last ? jsonEntry(e) : `${jsonEntry(e)},\n`);
-    } else {
-      out.push(humanEntry(e, first));
-    }
+    if (fmt === 'json') stdout.write(last ? jsonEntry(e) : `${jsonEntry(e)},\n`);
+    else stdout.write(humanEntry(e, first));
     first = false;
-    if (out.length > 1024) flush();
   };
-  if (fmt === 'json') out.push('[');
-  else out.push('Offset          Length          Mapped to       File\n');
-  try {
-    for (let off = start; off < end;) {
-      const st = await img.chainStatus(off, Math.min(end - off, MAP_WINDOW_BYTES)).catch((e: unknown) => {
-        if (!(e instanceof VdiskError) || e.kind !== 'io') throw e;
-        const why = e.context.errno !== undefined ? strerror(e.context.errno) : e.message;
-        throw new VdiskError('io', 'MAP_STATUS', `Could not read file metadata: ${why}`, { ...e.context, offset: off }, e);
-      });
-      const e = toEntry(off, st);
-      if (cur && mergeable(cur, e)) cur.length += e.length;
-      else {
-        if (cur) emit(cur, false);
-        cur = e;
-      }
-      off += st.length;
+  stdout.write(fmt === 'json' ? '[' : 'Offset          Length          Mapped to       File\n');
+  for (let off = start; off < end;) {
+    let st: ChainStatus;
+    try {
+      const len = Math.min(end - off, MAP_WINDOW_BYTES);
+      st = img.chainStatusSync(off, len) ?? await img.chainStatus(off, len);
+    } catch (e) {
+      if (!(e instanceof VdiskError) || e.kind !== 'io') throw e;
+      const why = e.context.errno !== undefined ? strerror(e.context.errno) : e.message;
+      throw new VdiskError('io', 'MAP_STATUS', `Could not read file metadata: ${why}`, { ...e.context, offset: off }, e);
     }
-    // qemu prints one empty entry when the range is empty
-    if (!cur && fmt === 'json') cur = { start, length: 0, depth: 0, present: false, zero: false, data: false };
-    if (cur) emit(cur, true);
-    if (fmt === 'json') out.push(']\n');
-  } finally {
-    flush();
+    const e = toEntry(off, st);
+    if (cur && mergeable(cur, e)) cur.length += e.length;
+    else {
+      if (cur) emit(cur, false);
+      cur = e;
+      // a slow reader (a pipe) holds back the walk instead of the output piling up in memory
+      if (stdout.mustDrain) await stdout.drain();
+    }
+    off += st.length;
   }
+  // qemu prints one empty entry when the range is empty
+  if (!cur && fmt === 'json') cur = { start, length: 0, depth: 0, present: false, zero: false, data: false };
+  if (cur) emit(cur, true);
+  if (fmt === 'json') stdout.write(']\n');
 }
 
 function parseOffset(v: string, what: string, cli: Cli): number | undefined {

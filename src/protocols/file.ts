@@ -2,7 +2,7 @@
  * The `file` protocol: a host file through fs/promises, with holes reported via SEEK_DATA/SEEK_HOLE
  * and preallocation via fallocate when the optional native helper (src/protocols/native.ts) loaded.
  */
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, readSync } from 'node:fs';
 import { open as fsOpen, stat as fsStat, type FileHandle } from 'node:fs/promises';
 import { VdiskError, fromSystemError } from '../block/errors.js';
 import type { CacheMode, Preallocation, Protocol, ProtocolExtent } from './types.js';
@@ -85,6 +85,23 @@ export class FileProtocol implements Protocol {
       let n: number;
       try {
         ({ bytesRead: n } = await this.fh.read(buf, done, buf.length - done, offset + done));
+      } catch (e) {
+        throw fromSystemError(e, `error while reading at byte ${offset + done}`, { path: this.filename, offset: offset + done, op: 'read' });
+      }
+      if (n === 0) {
+        buf.fill(0, done);
+        return;
+      }
+      done += n;
+    }
+  }
+
+  preadSync(buf: Uint8Array, offset: number): void {
+    let done = 0;
+    while (done < buf.length) {
+      let n: number;
+      try {
+        n = readSync(this.fh.fd, buf, done, buf.length - done, offset + done);
       } catch (e) {
         throw fromSystemError(e, `error while reading at byte ${offset + done}`, { path: this.filename, offset: offset + done, op: 'read' });
       }

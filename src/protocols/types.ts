@@ -75,4 +75,12 @@ export interface Protocol {
   readonly hostOffsets?: boolean;
   /** Take image locks (file-lock.ts) for these permissions; throws a `busy` VdiskError on a conflict. */
   lock?(perms: FilePerms, mode: LockingMode, warn?: (text: string) => void): void;
+  /**
+   * `pread` done before returning, for small metadata reads (L2 tables, refcount blocks) where
+   * handing the request to the threadpool and back costs several times the read itself (measured:
+   * 4 000 reads of 4 KiB from the page cache, 13-17 ms CPU this way against 130-220 ms through
+   * fs/promises). Only a plain host file offers it: a filter (blkdebug, quorum) leaves it out, so
+   * its rules still see every request.
+   */
+  preadSync?(buf: Uint8Array, offset: number): void;
 }

@@ -47,6 +47,11 @@ export class CheckCtx {
    */
   fatal = false;
   private dropped = 0;
+  /**
+   * The active L1 table as the counting walk read it, and per L1 index whether that walk already
+   * found every copied flag of its L2 table right (read-only checks only; check-count.ts).
+   */
+  copiedChecked: { l1: Uint8Array; tables: Uint8Array } | undefined;
 
   constructor(
     readonly p: Qcow2Parts,

@@ -13,6 +13,9 @@ import { OL_ACTIVE_L2, OL_INACTIVE_L2, overlapOk, snapshotTableBytes } from './c
 import { compressedDescriptor } from './l1l2.js';
 import { MAX_L1_BYTES } from './limits.js';
 import { L2TableReader } from './check-tables.js';
+import { isAllZero } from '../../block/bytes.js';
+import { readMeta } from './l2-cache.js';
+import { countPlain, type CopiedCheck, type L2Walk } from './check-plain.js';
 
 const TWO32 = 0x100000000;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -71,7 +74,7 @@ async function readAt(c: CheckCtx, at: number | bigint, n: number, what: string)
     c.res.checkErrors++;
     throw new CheckAbort('Input/output error');
   }
-  if (offset <= SAFE && Number(offset) < c.fileLen) await c.p.proto.pread(buf, Number(offset));
+  if (offset <= SAFE && Number(offset) < c.fileLen) await readMeta(c.p.proto, buf, Number(offset));
   return buf;
 }
 
@@ -82,6 +85,9 @@ export async function checkL1(c: CheckCtx, l1Offset: bigint, l1Size: number, fra
   const l1 = await readAt(c, l1Offset, l1Size * 8, 'check_refcounts_l1');
   const dv = new DataView(l1.buffer);
   const tables = new L2TableReader(c.p.proto, c.cs, dv, l1Size, c.fileLen);
+  // nothing is written during a read-only check: the copied flags can be checked on this walk
+  const verify = active && !c.writable;
+  if (verify) c.copiedChecked = { l1, tables: new Uint8Array(l1Size) };
   for (let i = 0; i < l1Size; i++) {
     const hi = dv.getUint32(i * 8);
     const lo = dv.getUint32(i * 8 + 4);
@@ -96,70 +102,83 @@ export async function checkL1(c: CheckCtx, l1Offset: bigint, l1Size: number, fra
       c.msg(`ERROR l2_offset=${hex(l2)}: Table is not cluster aligned; L1 entry corrupted`);
       c.res.corruptions++;
     }
-    await checkL2(c, l2, frag, fix, active, () => (typeof l2 === 'number' ? tables.table(i, l2) : Promise.resolve(undefined)));
+    const copied = verify && typeof l2 === 'number' && l2 % c.cs === 0 ? { ok: true, ti: -1, block: null, miss: -1 } : null;
+    await checkL2(c, l2, frag, fix, active, () => (typeof l2 === 'number' ? tables.table(i, l2) : Promise.resolve(undefined)), copied);
+    if (copied?.ok) c.copiedChecked!.tables[i] = 1;
   }
-}
-
-interface L2Walk {
-  table: Uint8Array;
-  dv: DataView;
-  l2: number | bigint;
-  nextContiguous: number;
 }
 
 /** `batched`: the table from the L1 walk's reader, when it could read it with its neighbours. */
 async function checkL2(c: CheckCtx, l2: number | bigint, frag: boolean, fix: Fix, active: boolean,
-  batched: () => Promise<Uint8Array | undefined>): Promise<void> {
+  batched: () => Promise<Uint8Array | undefined>, copied: CopiedCheck | null): Promise<void> {
   const g = c.p.map.geo;
   const n = 2 ** g.l2Bits;
   c.spend(n);
   // a table past the end of the file reads as zeros: nothing to count (a hostile L1 can name
   // tens of thousands of them; reading and walking each would take minutes)
   const at = BigInt(l2);
-  if (at <= INT64_MAX - BigInt(g.clusterSize) && !(at <= SAFE && Number(at) < c.fileLen)) return;
-  const table = (await batched()) ?? await readAt(c, l2, g.clusterSize, 'check_refcounts_l2');
-  const w: L2Walk = { table, dv: new DataView(table.buffer, table.byteOffset, table.byteLength), l2, nextContiguous: 0 };
-  for (let i = 0; i < n; i++) {
-    const at = i * g.entryBytes;
-    const hi = w.dv.getUint32(at);
-    const lo = w.dv.getUint32(at + 4);
-    const bhi = g.extL2 ? w.dv.getUint32(at + 8) : 0;
-    const blo = g.extL2 ? w.dv.getUint32(at + 12) : 0;
-    if ((hi | lo | bhi | blo) === 0) continue;
-    if (hi & 0x40000000) {
-      compressedEntry(c, i, hi, lo, bhi | blo, frag);
-      continue;
-    }
-    if (hi & 0x3f000000 || lo & 0x1fe) {
-      c.msg(`ERROR found l2 entry with reserved bits set: ${hex64(hi, lo)}`);
-      c.res.corruptions++;
-    }
-    const off = entryOff(hi, lo);
-    const zeroFlag = (lo & 1) !== 0 && !g.extL2;
-    const hasHost = off !== 0 || (!zeroFlag && g.hasDataFile && (hi & 0x80000000) !== 0);
-    if (!hasHost) {
-      if (!zeroFlag && blo) {
-        c.res.corruptions++;
-        c.msg('ERROR: Unallocated cluster has non-zero subcluster allocation map');
-      }
-      continue;
-    }
-    const plain = (bhi & blo) === 0 && ((lo & 0xfffffe00) >>> 0) % g.clusterSize === 0;
-    if (!plain && !(await hostEntry(c, w, i, hi, lo, bhi, blo, fix, active))) continue;
-    if (frag) {
-      c.res.allocatedClusters++;
-      if (w.nextContiguous && off !== w.nextContiguous) c.res.fragmentedClusters++;
-      w.nextContiguous = off + g.clusterSize;
-    }
-    if (!g.hasDataFile) inc(c, entryOffset(hi, lo), g.clusterSize);
+  if (at <= INT64_MAX - BigInt(g.clusterSize) && !(at <= SAFE && Number(at) < c.fileLen)) {
+    if (copied) copied.ok = false;
+    return;
   }
+  const table = (await batched()) ?? await readAt(c, l2, g.clusterSize, 'check_refcounts_l2');
+  const w: L2Walk = { table, dv: new DataView(table.buffer, table.byteOffset, table.byteLength), l2, nextContiguous: 0, copied };
+  // countPlain takes the entries that need no message, repair or I/O; slowEntry the others
+  for (let i = countPlain(c, w, 0, frag); i < n;) {
+    if (copied && copied.miss >= 0) {
+      // the stored refcount block an entry's copied flag needs: read it (if that is silent) and go on at that entry
+      if (!(await c.stored.prefetch(copied.miss)) || c.stored.cachedBlock(copied.miss) === undefined) copied.ok = false;
+      copied.miss = -1;
+      i = countPlain(c, w, i, frag);
+      continue;
+    }
+    // checkCopied passes over compressed entries; it checks every other one the fast walk left
+    if (copied && !(w.dv.getUint32(i * g.entryBytes) & 0x40000000)) copied.ok = false;
+    await slowEntry(c, w, i, frag, fix, active);
+    i = countPlain(c, w, i + 1, frag);
+  }
+}
+
+/** checkL2's work for entry `i`, one that needs a message, a repair or I/O. */
+async function slowEntry(c: CheckCtx, w: L2Walk, i: number, frag: boolean, fix: Fix, active: boolean): Promise<void> {
+  const g = c.p.map.geo;
+  const at = i * g.entryBytes;
+  const hi = w.dv.getUint32(at);
+  const lo = w.dv.getUint32(at + 4);
+  const bhi = g.extL2 ? w.dv.getUint32(at + 8) : 0;
+  const blo = g.extL2 ? w.dv.getUint32(at + 12) : 0;
+  if ((hi | lo | bhi | blo) === 0) return;
+  if (hi & 0x40000000) {
+    compressedEntry(c, i, hi, lo, bhi | blo, frag);
+    return;
+  }
+  if (hi & 0x3f000000 || lo & 0x1fe) {
+    c.msg(`ERROR found l2 entry with reserved bits set: ${hex64(hi, lo)}`);
+    c.res.corruptions++;
+  }
+  const off = entryOff(hi, lo);
+  const zeroFlag = (lo & 1) !== 0 && !g.extL2;
+  const hasHost = off !== 0 || (!zeroFlag && g.hasDataFile && (hi & 0x80000000) !== 0);
+  if (!hasHost) {
+    if (!zeroFlag && blo) {
+      c.res.corruptions++;
+      c.msg('ERROR: Unallocated cluster has non-zero subcluster allocation map');
+    }
+    return;
+  }
+  const plain = (bhi & blo) === 0 && ((lo & 0xfffffe00) >>> 0) % g.clusterSize === 0;
+  if (!plain && !(await hostEntry(c, w, i, hi, lo, bhi, blo, fix, active))) return;
+  if (frag) {
+    c.res.allocatedClusters++;
+    if (w.nextContiguous && off !== w.nextContiguous) c.res.fragmentedClusters++;
+    w.nextContiguous = off + g.clusterSize;
+  }
+  if (!g.hasDataFile) inc(c, entryOffset(hi, lo), g.clusterSize);
 }
 
 /** Whether a table holds only zero entries (then no entry of it needs checking). */
 export function isZeroTable(t: Uint8Array): boolean {
-  const words = new BigUint64Array(t.buffer, t.byteOffset, t.byteLength >>> 3);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
-  return true;
+  return isAllZero(t);
 }
 
 function compressedEntry(c: CheckCtx, i: number, hi: number, lo: number, bitmap: number, frag: boolean): void {

@@ -60,6 +60,14 @@ export class Imrt {
     return k < this.size ? this.a[k]! : 0;
   }
 
+  /**
+   * The counter array itself, for the hot loops of a check (indexes below `size` only). It is
+   * replaced when the table grows: callers take it again after anything that may grow it.
+   */
+  get counters(): Counters {
+    return this.a;
+  }
+
   set(k: number, v: number): void {
     if (k >= this.size) this.grow(k + 1);
     this.a[k] = v;

@@ -14,6 +14,7 @@ import { refcountAt, StoredRefError, StoredRefs } from './check-stored.js';
 import { OL_ACTIVE_L2, overlapOk } from './check-overlap.js';
 import { isZeroTable } from './check-count.js';
 import { L2TableReader } from './check-tables.js';
+import { readMeta } from './l2-cache.js';
 
 const TWO32 = 0x100000000;
 
@@ -26,7 +27,7 @@ export async function compareRefcounts(c: CheckCtx, fix: Fix): Promise<{ highest
   const st = c.stored;
   const imrt = c.imrt;
   const res = c.res;
-  let highest = 0;
+  const scan = { highest: 0 };
   let rebuild = false;
   const freed: number[] = [];
   const per = st.perBlock;
@@ -43,11 +44,11 @@ export async function compareRefcounts(c: CheckCtx, fix: Fix): Promise<{ highest
       }
       continue;
     }
-    for (let i = start; i < end; i++) {
+    // equalRun passes over the clusters whose counts agree; the loop body sees the others
+    for (let i = equalRun(scan, block, st.order, imrt.counters, start, start, end); i < end; i = equalRun(scan, block, st.order, imrt.counters, start, i + 1, end)) {
       const stored = block ? refcountAt(block, i - start, st.order) : 0;
       const counted = imrt.get(i);
-      if (stored > 0 || counted > 0) highest = i;
-      if (stored === counted) continue;
+      if (stored > 0 || counted > 0) scan.highest = i;
       let repair: 'leak' | 'error' | undefined;
       if (stored === 0) rebuild = true;
       else if (stored > counted && fix.leaks) repair = 'leak';
@@ -75,7 +76,37 @@ export async function compareRefcounts(c: CheckCtx, fix: Fix): Promise<{ highest
     await st.flush();
     await discardClusters(c, freed);
   }
-  return { highest, rebuild };
+  return { highest: scan.highest, rebuild };
+}
+
+/**
+ * compareRefcounts' walk over the clusters from `i` to `end` of the refcount block that starts at
+ * cluster `start` (`block` null: no block, all stored refcounts zero), as long as the stored and
+ * counted refcounts agree; `scan.highest` follows the last cluster in use. Returns the first
+ * cluster whose counts differ, or `end`.
+ */
+function equalRun(scan: { highest: number }, block: Uint8Array | null, order: number, counted: ArrayLike<number>,
+  start: number, from: number, end: number): number {
+  let i = from;
+  let highest = scan.highest;
+  if (block === null) {
+    while (i < end && counted[i] === 0) i++;
+  } else if (order === 4) {
+    for (; i < end; i++) {
+      const j = (i - start) * 2;
+      const v = (block[j]! << 8) | block[j + 1]!;
+      if (v !== counted[i]) break;
+      if (v !== 0) highest = i;
+    }
+  } else {
+    for (; i < end; i++) {
+      const v = refcountAt(block, i - start, order);
+      if (v !== counted[i]) break;
+      if (v !== 0) highest = i;
+    }
+  }
+  scan.highest = highest;
+  return i;
 }
 
 /** Give freed clusters back to the host, as qemu does (they read as zeros afterwards). */
@@ -192,6 +223,9 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
   const l1 = map.l1View;
   const single = new Uint8Array(g.clusterSize);
   const tables = new L2TableReader(c.p.proto, g.clusterSize, l1, map.l1Entries, c.fileLen);
+  // tables the counting walk found right need no second look, if it walked this same L1 table
+  const cc = c.copiedChecked;
+  const checked = cc && Buffer.from(cc.l1.buffer, cc.l1.byteOffset, cc.l1.byteLength).equals(map.l1) ? cc.tables : undefined;
   for (let i = 0; i < map.l1Entries; i++) {
     const hi = l1.getUint32(i * 8);
     const lo = l1.getUint32(i * 8 + 4);
@@ -213,10 +247,11 @@ export async function checkCopied(c: CheckCtx, fix: Fix): Promise<void> {
     }
     // past the end of the file the table reads as zeros: no entry to check
     if (!(safe && l2 < c.fileLen)) continue;
+    if (checked?.[i]) continue;
     let table = await tables.table(i, l2);
     if (!table) {
       table = single;
-      await c.p.proto.pread(table, l2);
+      await readMeta(c.p.proto, table, l2);
     }
     if (isZeroTable(table)) continue;
     const dirty = await copiedInL2(c, table, repair);
@@ -256,27 +291,47 @@ function copiedScan(c: CheckCtx, w: CopiedWalk): number {
   const eb = g.entryBytes;
   const extL2 = g.extL2;
   const dataFile = g.hasDataFile;
-  const cs = g.clusterSize;
+  const cb = g.clusterBits;
+  // bits of the high half that would make the cluster number reach 2^31 (then computed in doubles)
+  const tooFar = 0xffffff & ~((1 << (cb - 1)) - 1);
   const st = c.stored;
+  const perBits = cb + 3 - st.order;
+  const perMask = st.perBlock - 1;
+  const order = st.order;
   const dv = w.dv;
+  // the block at hand, looked up again only when an entry's refcount lies in another one
+  let ti = -1;
+  let block: Uint8Array | null = null;
+  // int32 throughout, as in the counting walk (check-count.ts countPlain)
   for (; w.j < n; w.j++) {
     const at = w.j * eb;
-    const hi = dv.getUint32(at);
-    const lo = dv.getUint32(at + 4);
+    const hi = dv.getInt32(at);
+    const lo = dv.getInt32(at + 4);
     if (hi & 0x40000000) continue;
     const offHi = hi & 0xffffff;
-    const offLo = (lo & 0xfffffe00) >>> 0;
     const zeroFlag = (lo & 1) !== 0 && !extL2;
-    const hasHost = offHi !== 0 || offLo !== 0 || (!zeroFlag && dataFile && (hi & 0x80000000) !== 0);
+    const hasHost = offHi !== 0 || (lo & ~0x1ff) !== 0 || (!zeroFlag && dataFile && hi < 0);
     if (!hasHost) continue;
     let rc = 1;
     if (!dataFile) {
-      const k = Math.floor((offHi * TWO32 + offLo) / cs);
-      const known = offHi >= 0x200000 ? 0 : st.peek(k);
-      if (known === undefined) return k;
-      rc = known;
+      if (offHi >= 0x200000) {
+        rc = 0;
+      } else {
+        const k = (offHi & tooFar) === 0
+          ? (offHi << (32 - cb)) | (lo >>> cb)
+          : Math.floor((offHi * TWO32 + ((lo & 0xfffffe00) >>> 0)) / 2 ** cb);
+        const kt = k < 0x80000000 ? k >>> perBits : Math.floor(k / 2 ** perBits);
+        if (kt !== ti) {
+          const b = st.peekBlock(kt);
+          if (b === undefined) return k;
+          ti = kt;
+          block = b;
+        }
+        const r = k < 0x80000000 ? k & perMask : k - kt * 2 ** perBits;
+        rc = block === null ? 0 : order === 4 ? (block[2 * r]! << 8) | block[2 * r + 1]! : refcountAt(block, r, order);
+      }
     }
-    if ((rc === 1) !== ((hi & 0x80000000) !== 0)) copiedEntry(c, w, rc);
+    if ((rc === 1) !== (hi < 0)) copiedEntry(c, w, rc);
   }
   return -1;
 }

@@ -7,6 +7,7 @@
  */
 import type { Protocol } from '../../protocols/types.js';
 import { setRefcountEntry } from './refcount.js';
+import { readMeta } from './l2-cache.js';
 
 /** Refcount blocks a check keeps in memory at once (each one cluster). */
 const CACHED_BLOCKS = 64;
@@ -116,7 +117,7 @@ export class StoredRefs {
       return b;
     }
     b = { data: new Uint8Array(this.cs), dirty: false };
-    await this.proto.pread(b.data, off);
+    await readMeta(this.proto, b.data, off);
     await this.evict();
     this.cache.set(off, b);
     return b;
@@ -128,6 +129,36 @@ export class StoredRefs {
       if (b.dirty) await this.proto.pwrite(b.data, off);
       this.cache.delete(off);
     }
+  }
+
+  /**
+   * Table entry `ti`'s block for a look without side effects: its data when cached, null when
+   * there is none (refcounts zero); undefined when it is not cached or not cleanly readable.
+   */
+  cachedBlock(ti: number): Uint8Array | null | undefined {
+    if (ti >= this.entries) return null;
+    const { hi, lo } = this.raw(ti);
+    if (hi === 0 && (lo & 0xfffffe00) === 0) return null;
+    const off = this.blockOffset(ti);
+    if (off === undefined || ((lo & 0xfffffe00) >>> 0) % this.cs !== 0) return undefined;
+    return this.cache.get(off)?.data;
+  }
+
+  /**
+   * Read table entry `ti`'s block into the cache when that is silent: true when it is there (or
+   * there is none), false when reading it would be a corruption event or an error, or it lies
+   * past the end of the file; then get() is what reads it, in qemu's order.
+   */
+  async prefetch(ti: number): Promise<boolean> {
+    if (this.cachedBlock(ti) !== undefined) return true;
+    const { lo } = this.raw(ti);
+    const off = this.blockOffset(ti);
+    if (off === undefined || ((lo & 0xfffffe00) >>> 0) % this.cs !== 0 || off >= this.fileLen) return false;
+    const b: Slot = { data: new Uint8Array(this.cs), dirty: false };
+    await readMeta(this.proto, b.data, off);
+    await this.evict();
+    this.cache.set(off, b);
+    return true;
   }
 
   /** The data of table entry `ti`'s block (null: no block, all refcounts zero); throws StoredRefError. */
@@ -145,6 +176,15 @@ export class StoredRefs {
     const ti = Math.floor(k / this.perBlock);
     if (ti !== this.lastTi) return undefined;
     return this.last ? refcountAt(this.last.data, k % this.perBlock, this.order) : 0;
+  }
+
+  /**
+   * The data of table entry `ti`'s block when it is the one used last (null: no block, all
+   * refcounts zero); undefined when another block is at hand (no I/O).
+   */
+  peekBlock(ti: number): Uint8Array | null | undefined {
+    if (ti !== this.lastTi) return undefined;
+    return this.last ? this.last.data : null;
   }
 
   /** Set a stored refcount whose block exists (callers only change nonzero refcounts). */

@@ -8,6 +8,7 @@
  * file holds.
  */
 import type { Protocol } from '../../protocols/types.js';
+import { readMeta } from './l2-cache.js';
 
 /** Most bytes of contiguous tables read at once (bounded memory whatever the image). */
 export const TABLE_RUN_BYTES = 1 << 20;
@@ -50,7 +51,7 @@ export class L2TableReader {
         if (this.offsetAt(j) !== off + n || off + n + cs > this.fileLen) break;
         n += cs;
       }
-      await this.proto.pread(this.buf.subarray(0, n), off);
+      await readMeta(this.proto, this.buf.subarray(0, n), off);
       this.start = off;
       this.end = off + n;
     }

@@ -130,21 +130,39 @@ export class ClusterMap {
    * a scan of its L1 table, never a read per cluster.
    */
   async lookup(offset: number, max: number): Promise<Mapping> {
+    const m = this.lookupSync(offset, max);
+    if (m) return m;
+    const l2off = this.l2Offset(Math.floor(offset / 2 ** (this.geo.l2Bits + this.geo.clusterBits)));
+    return this.lookupIn(await this.l2Cache.get(l2off), offset, max);
+  }
+
+  /** lookup's answer when it needs no table read (unallocated L1 entries, or the L2 table cached), else undefined. */
+  lookupSync(offset: number, max: number): Mapping | undefined {
     const g = this.geo;
     const l2Span = 2 ** (g.l2Bits + g.clusterBits);
     let l1i = Math.floor(offset / l2Span);
-    let l2off = this.l2Offset(l1i);
+    const l2off = this.l2Offset(l1i);
     if (l2off === 0) {
       let end = (l1i + 1) * l2Span;
       while (end < offset + max && this.l2Offset(++l1i) === 0) end += l2Span;
       return { type: 'unallocated', length: Math.min(end, offset + max) - offset };
     }
-    const table = await this.l2Cache.get(l2off);
+    const table = this.l2Cache.peek(l2off);
+    return table && this.lookupIn(table, offset, max);
+  }
+
+  /** The run at `offset` in its L2 table `table`. */
+  private lookupIn(table: Uint8Array, offset: number, max: number): Mapping {
+    const g = this.geo;
+    const l2Span = 2 ** (g.l2Bits + g.clusterBits);
+    const l1i = Math.floor(offset / l2Span);
+    const l2off = this.l2Offset(l1i);
     const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
     const limit = Math.min(offset + max, (l1i + 1) * l2Span);
     const first = this.entryAt(dv, offset, l2off);
     let pos = first.end;
     if (first.type !== 'compressed') {
+      if (!g.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, first.type, first.host === undefined ? -1 : first.host + (pos - offset));
       while (pos < limit) {
         const next = this.entryAt(dv, pos, l2off);
         if (next.type !== first.type) break;
@@ -156,6 +174,49 @@ export class ClusterMap {
     if (first.host !== undefined) m.hostOffset = first.host;
     if (first.compressed) m.compressed = first.compressed;
     return m;
+  }
+
+  /**
+   * From cluster boundary `pos` on (standard L2 entries only), the end of the clusters that have
+   * type `type` and, when `host` is not -1, continue the host run that reaches `host` at `pos`.
+   * It stops early at anything unusual (compressed, unaligned, offsets out of range) and leaves
+   * that to lookup's per-entry path, which also throws where entryAt does. A long unallocated run
+   * is most of a sparse image's clusters: this is one loop over int32 entries, with no object per
+   * cluster and no host offset in a double (both allocate before the optimizing compiler runs).
+   */
+  private sameRun(dv: DataView, from: number, limit: number, type: SubclusterType, host: number): number {
+    const g = this.geo;
+    const cs = g.clusterSize;
+    const cb = g.clusterBits;
+    const wantZero = type === 'zero-alloc' || type === 'zero-plain';
+    const wantHost = type === 'zero-alloc' || type === 'normal';
+    const zeroFlag = g.zeroFlag;
+    const dataFile = g.hasDataFile;
+    const unaligned = (cs - 1) & ~0x1ff;
+    const tooFar = 0x1fffff & ~((1 << (cb - 1)) - 1);
+    // the host cluster the next entry must name; past 2^31 clusters the per-entry path decides
+    let hk = 0;
+    if (wantHost) {
+      if (host % cs !== 0 || host / cs >= 0x7fffffff) return from;
+      hk = host / cs;
+    }
+    const mask = (1 << g.l2Bits) - 1;
+    let idx = Math.floor(from / cs) & mask;
+    let pos = from;
+    for (; pos < limit; pos += cs, idx++) {
+      const hi = dv.getInt32(idx * 8);
+      const lo = dv.getInt32(idx * 8 + 4);
+      if (hi & 0x40e00000) return pos;
+      const hostHi = hi & 0x1fffff;
+      const hasHost = hostHi !== 0 || (lo & ~0x1ff) !== 0 || (dataFile && hi < 0);
+      if (hasHost !== wantHost || (zeroFlag && (lo & 1) !== 0) !== wantZero) return pos;
+      if (hasHost) {
+        if ((lo & unaligned) !== 0 || (hostHi & tooFar) !== 0) return pos;
+        if (((hostHi << (32 - cb)) | (lo >>> cb)) !== hk) return pos;
+        hk++;
+      }
+    }
+    return pos;
   }
 
   /** The type of the (sub)cluster holding `pos`, where it ends, and its host byte. */

@@ -5,6 +5,18 @@
  */
 import type { Protocol } from '../../protocols/types.js';
 
+/**
+ * Read metadata at `offset` into `buf`: synchronously when the protocol can (a host file: far
+ * cheaper for one table than a round trip through the threadpool), else through `pread`.
+ */
+export function readMeta(proto: Protocol, buf: Uint8Array, offset: number): Promise<void> | undefined {
+  if (proto.preadSync) {
+    proto.preadSync(buf, offset);
+    return undefined;
+  }
+  return proto.pread(buf, offset);
+}
+
 interface Slot {
   data: Uint8Array;
   dirty: boolean;
@@ -33,9 +45,18 @@ export class TableCache {
       return hit.data;
     }
     const data = new Uint8Array(this.tableBytes);
-    await this.proto.pread(data, offset);
+    await readMeta(this.proto, data, offset);
     await this.insert(offset, { data, dirty: false });
     return data;
+  }
+
+  /** The table at `offset` when it is cached (marked used), else undefined: no I/O, no promise. */
+  peek(offset: number): Uint8Array | undefined {
+    const hit = this.slots.get(offset);
+    if (!hit) return undefined;
+    this.slots.delete(offset);
+    this.slots.set(offset, hit);
+    return hit.data;
   }
 
   /** A table that is new in the file: zero-filled, dirty, no read. */

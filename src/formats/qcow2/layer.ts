@@ -129,6 +129,18 @@ export class Qcow2Reader {
   async blockStatus(offset: number, length: number): Promise<LayerStatus> {
     this.checkIo();
     const m = await this.p.map.lookup(offset, length);
+    return this.statusOf(m, m.type === 'normal' ? await this.looksPreallocated() : false);
+  }
+
+  /** blockStatus without I/O: undefined until the first data run decided looksPreallocated, or when the L2 table is not cached. */
+  blockStatusSync(offset: number, length: number): LayerStatus | undefined {
+    this.checkIo();
+    if (this.preallocatedKnown === undefined) return undefined;
+    const m = this.p.map.lookupSync(offset, length);
+    return m && this.statusOf(m, this.preallocatedKnown);
+  }
+
+  private statusOf(m: Mapping, preallocated: boolean): LayerStatus {
     const plain = !this.p.luks;
     switch (m.type) {
       case 'unallocated':
@@ -141,8 +153,12 @@ export class Qcow2Reader {
       case 'zero-alloc':
         return { length: m.length, allocated: true, zero: true, data: false, ...(plain ? this.host(m.hostOffset!) : {}) };
       case 'normal': {
-        const st: LayerStatus = { length: m.length, allocated: true, zero: false, data: true, ...(plain ? this.host(m.hostOffset!) : {}) };
-        if (!(await this.looksPreallocated())) st.askHost = false;
+        const st: LayerStatus = { length: m.length, allocated: true, zero: false, data: true };
+        if (plain) {
+          st.hostOffset = m.hostOffset!;
+          if (this.p.dataFilePath !== undefined) st.hostFile = this.p.dataFilePath;
+        }
+        if (!preallocated) st.askHost = false;
         return st;
       }
       case 'compressed':
@@ -151,6 +167,7 @@ export class Qcow2Reader {
   }
 
   private preallocated: Promise<boolean> | undefined;
+  private preallocatedKnown: boolean | undefined;
 
   /**
    * qemu asks the file below whether data clusters sit in holes only when the image looks
@@ -176,7 +193,10 @@ export class Qcow2Reader {
         for (let i = 0; i < per && ti * per + i < end && used < threshold; i++) if (getRefcountEntry(block, i, h.refcountOrder) !== 0) used++;
       }
       return used >= threshold;
-    })().catch(() => false);
+    })().catch(() => false).then((v) => {
+      this.preallocatedKnown = v;
+      return v;
+    });
     return this.preallocated;
   }
 

@@ -224,6 +224,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return this.serial(() => super.blockStatus(offset, length));
   }
 
+  /** Only without writes: a writable image's status waits for the writes queued before it. */
+  override blockStatusSync(offset: number, length: number): LayerStatus | undefined {
+    return this.p.readOnly ? super.blockStatusSync(offset, length) : undefined;
+  }
+
   /** The writer for a guest write of [offset, offset + length): enabled bitmaps record it first. */
   private async guestWriter(offset: number, length: number): Promise<MetadataWriter> {
     const meta = await this.writer();
