@@ -71,6 +71,8 @@ const tmp = `${outdir}.tmp-${process.pid}`;
 rmSync(tmp, { recursive: true, force: true });
 const result = await build({
   entryPoints: entries,
+  // metafile paths are relative to this directory: the package's, whatever the caller's cwd
+  absWorkingDir: root,
   bundle: true,
   platform: 'node',
   format: 'esm',
