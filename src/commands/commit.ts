@@ -15,10 +15,15 @@ import { Progress } from '../cli/progress.js';
 import { parseSize } from '../cli/units.js';
 import { VdiskError, strerror } from '../block/errors.js';
 import { parseCacheMode, type CacheMode } from '../block/open.js';
-import type { Image } from '../block/image.js';
+import type { ChainStatus, Image } from '../block/image.js';
+import { InOrder } from '../block/in-order.js';
+import { alignedBuffers } from '../block/aligned.js';
 
-/** Bytes copied per request. */
-const COMMIT_CHUNK = 1 << 20;
+/**
+ * Bytes copied per request, at most (a run the top defines is copied in one request up to this):
+ * the base's writes go one at a time, so fewer, larger ones finish sooner.
+ */
+const COMMIT_CHUNK = 4 << 20;
 
 async function identity(path: string): Promise<string> {
   try {
@@ -76,46 +81,53 @@ const COMMIT_IN_FLIGHT = 8;
 
 /**
  * Copy everything the layers above `base` define into it (zeros included). Ranges are planned in
- * order and copied up to COMMIT_IN_FLIGHT at a time (they never overlap); progress follows the
- * planned order, so it reads as the serial copy's did. On an error the requests in flight are
- * waited for before the first error is thrown, so nothing writes into the base after it.
+ * order and copied up to COMMIT_IN_FLIGHT at a time (they never overlap) through page-aligned
+ * buffers; progress follows the planned order, so it reads as the serial copy's did. On an error
+ * the requests in flight are waited for before the first error is thrown, so nothing writes into
+ * the base after it.
  */
 async function commitData(top: Image, base: Image, baseDepth: number, progress: Progress): Promise<void> {
-  const free: Uint8Array[] = [];
-  const queue: Array<Promise<number>> = [];
-  let failure: { e: unknown } | undefined;
-  const settleFirst = async (): Promise<void> => {
-    try {
-      const end = await queue.shift()!;
-      if (!failure) progress.update(end, top.size);
-    } catch (e) {
-      failure ??= { e };
-    }
+  let free: Uint8Array[] | undefined;
+  const jobs = new InOrder<number>(COMMIT_IN_FLIGHT, (end) => progress.update(end, top.size));
+  // the reads overlap; the writes go in planned order (the base's layout is the serial copy's),
+  // and none starts once one before it failed
+  let turn: Promise<void> = Promise.resolve();
+  let failed = false;
+  const inTurn = (prev: Promise<void>, write: () => Promise<void>) => async (): Promise<void> => {
+    await prev;
+    if (!failed) await write();
   };
-  for (let off = 0; off < top.size && !failure;) {
-    const st = await top.chainStatus(off, Math.min(top.size - off, 1 << 30), 0, false);
+  for (let off = 0; off < top.size;) {
+    let st: ChainStatus;
+    try {
+      st = await top.chainStatus(off, Math.min(top.size - off, 1 << 30), 0, false);
+    } catch (e) {
+      return jobs.fail(e);
+    }
     let n = st.length;
     let run: Promise<void> = Promise.resolve();
+    const prev = turn;
     if (st.depth < baseDepth) {
+      const at = off;
       if (st.zero) {
         // qemu-img commit runs as an active mirror with unmap: zeroed ranges free base clusters
-        run = base.writeZeroes(off, n, true);
+        const len = n;
+        run = inTurn(prev, () => base.writeZeroes(at, len, true))();
       } else {
         n = Math.min(n, COMMIT_CHUNK);
-        const buf = free.pop() ?? new Uint8Array(COMMIT_CHUNK);
-        const at = off;
-        run = top.read(buf.subarray(0, n), at).then(() => base.write(buf.subarray(0, n), at)).finally(() => free.push(buf));
+        free ??= alignedBuffers(COMMIT_IN_FLIGHT, COMMIT_CHUNK);
+        const whole = free.pop()!;
+        const buf = whole.subarray(0, n);
+        run = top.read(buf, at).then(inTurn(prev, () => base.write(buf, at))).finally(() => free!.push(whole));
       }
     }
+    const mine = run;
+    turn = prev.then(() => mine).catch(() => { failed = true; });
     const end = off + n;
-    const job = run.then(() => end);
-    job.catch(() => undefined); // awaited in order below; this only keeps a later failure from being unhandled meanwhile
-    queue.push(job);
+    await jobs.add(run.then(() => end));
     off = end;
-    while (queue.length >= COMMIT_IN_FLIGHT) await settleFirst();
   }
-  while (queue.length) await settleFirst();
-  if (failure) throw failure.e;
+  await jobs.finish();
 }
 
 export default async function commitCommand(argv: string[], cli: Cli): Promise<number> {

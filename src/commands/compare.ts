@@ -14,6 +14,8 @@ import { StdoutStream } from '../cli/stdio.js';
 import type { ChainStatus, Image } from '../block/image.js';
 import { VdiskError, strerror } from '../block/errors.js';
 import { firstDifference, firstNonZero } from '../block/bytes.js';
+import { InOrder } from '../block/in-order.js';
+import { alignedBuffers } from '../block/aligned.js';
 
 export const EXIT_IDENTICAL = 0;
 export const EXIT_DIFFERENT = 1;
@@ -45,11 +47,19 @@ async function readChunk(img: Image, buf: Uint8Array, off: number): Promise<void
   }
 }
 
-/** Bytes compared at a time (bounded memory whatever the image size); qemu's read errors name these chunks' starts. */
+/** Bytes compared at a time (qemu's chunks: its read errors name their starts). */
 const COMPARE_CHUNK = 2 << 20;
+/** Chunks in flight: both images' reads of several chunks overlap each other and the comparisons. */
+const COMPARE_IN_FLIGHT = 4;
+/** qemu compares (and finds nonzero data) in 512-byte sectors and names the first differing sector's start. */
+const SECTOR = 512;
 
 class Mismatch {
   constructor(readonly message: string) {}
+}
+
+function contentMismatch(off: number, d: number): Mismatch {
+  return new Mismatch(`Content mismatch at offset ${off + d - (d % SECTOR)}!`);
 }
 
 /** The block status flags qemu compares in strict mode. */
@@ -57,49 +67,97 @@ function flags(st: ChainStatus, offset: number, size: number): string {
   return [st.data, st.zero, st.present, st.hostOffset !== undefined, offset + st.length >= size].map(Number).join('');
 }
 
+/** Chunk buffers, page-aligned (see aligned.ts) and reused: a pair per chunk in flight at most. */
+class Buffers {
+  private free: Uint8Array[] | undefined;
+  constructor(private readonly size: number) {}
+  take(): Uint8Array {
+    this.free ??= alignedBuffers(2 * COMPARE_IN_FLIGHT, this.size);
+    return this.free.pop()!;
+  }
+  give(b: Uint8Array): void {
+    this.free!.push(b);
+  }
+}
+
+/**
+ * One chunk of both images: each side that is not known to be zero is read (both at once); a
+ * failed read of the first image is reported before one of the second, as qemu reads them in turn.
+ */
+async function compareChunk(i1: Image, z1: boolean, i2: Image, z2: boolean, off: number, n: number, pool: Buffers): Promise<void> {
+  const b1 = z1 ? undefined : pool.take();
+  const b2 = z2 ? undefined : pool.take();
+  try {
+    const x = b1?.subarray(0, n);
+    const y = b2?.subarray(0, n);
+    const [r1, r2] = await Promise.allSettled([x && readChunk(i1, x, off), y && readChunk(i2, y, off)]);
+    if (r1.status === 'rejected') throw r1.reason;
+    if (r2.status === 'rejected') throw r2.reason;
+    const d = x && y ? firstDifference(x, y) : firstNonZero((x ?? y)!);
+    if (d >= 0) throw contentMismatch(off, d);
+  } finally {
+    if (b1) pool.give(b1);
+    if (b2) pool.give(b2);
+  }
+}
 
 async function compareRange(i1: Image, i2: Image, strict: boolean, end: number, progress: Progress, total: number): Promise<void> {
-  const b1 = new Uint8Array(COMPARE_CHUNK);
-  const b2 = new Uint8Array(COMPARE_CHUNK);
+  const pool = new Buffers(Math.min(COMPARE_CHUNK, end));
+  const jobs = new InOrder<number>(COMPARE_IN_FLIGHT, (at) => progress.update(at, total));
   for (let off = 0; off < end;) {
-    const s1 = await status(i1, off, end - off);
-    const s2 = await status(i2, off, end - off);
+    let s1: ChainStatus;
+    let s2: ChainStatus;
+    try {
+      s1 = await status(i1, off, end - off);
+      s2 = await status(i2, off, end - off);
+    } catch (e) {
+      return jobs.fail(e);
+    }
     let chunk = Math.min(s1.length, s2.length);
     if (strict && flags(s1, off, i1.size) !== flags(s2, off, i2.size)) {
-      throw new Mismatch(`Strict mode: Offset ${off} block status mismatch!`);
+      return jobs.fail(new Mismatch(`Strict mode: Offset ${off} block status mismatch!`));
     }
-    if (!(s1.zero && s2.zero)) {
-      chunk = Math.min(chunk, COMPARE_CHUNK);
-      const x = b1.subarray(0, chunk);
-      const y = b2.subarray(0, chunk);
-      if (s1.zero) x.fill(0);
-      else await readChunk(i1, x, off);
-      if (s2.zero) y.fill(0);
-      else await readChunk(i2, y, off);
-      const d = firstDifference(x, y);
-      if (d >= 0) throw new Mismatch(`Content mismatch at offset ${off + d}!`);
+    if (s1.zero && s2.zero) {
+      await jobs.add(Promise.resolve(off + chunk));
+    } else {
+      // a run longer than a chunk is compared chunk by chunk: its status is not asked again
+      for (const stop = off + chunk; off < stop;) {
+        const n = Math.min(stop - off, COMPARE_CHUNK);
+        const at = off;
+        await jobs.add(compareChunk(i1, s1.zero, i2, s2.zero, at, n, pool).then(() => at + n));
+        off += n;
+      }
+      continue;
     }
     off += chunk;
-    progress.update(off, total);
   }
+  await jobs.finish();
 }
 
 /** The part of the larger image past the smaller one must read as zeros. */
 async function checkTail(big: Image, from: number, progress: Progress, total: number): Promise<void> {
-  const buf = new Uint8Array(COMPARE_CHUNK);
+  const pool = new Buffers(Math.min(COMPARE_CHUNK, big.size - from));
+  const jobs = new InOrder<number>(COMPARE_IN_FLIGHT, (at) => progress.update(at, total));
   for (let off = from; off < big.size;) {
-    const st = await status(big, off, big.size - off);
-    let chunk = st.length;
-    if (!st.zero) {
-      chunk = Math.min(chunk, COMPARE_CHUNK);
-      const x = buf.subarray(0, chunk);
-      await readChunk(big, x, off);
-      const d = firstNonZero(x);
-      if (d >= 0) throw new Mismatch(`Content mismatch at offset ${off + d}!`);
+    let st: ChainStatus;
+    try {
+      st = await status(big, off, big.size - off);
+    } catch (e) {
+      return jobs.fail(e);
     }
-    off += chunk;
-    progress.update(off, total);
+    if (st.zero) {
+      off += st.length;
+      await jobs.add(Promise.resolve(off));
+      continue;
+    }
+    for (const stop = off + st.length; off < stop;) {
+      const n = Math.min(stop - off, COMPARE_CHUNK);
+      const at = off;
+      await jobs.add(compareChunk(big, false, big, true, at, n, pool).then(() => at + n));
+      off += n;
+    }
   }
+  await jobs.finish();
 }
 
 export default async function compareCommand(argv: string[], cli: Cli): Promise<number> {

@@ -16,68 +16,7 @@ import { openImage, resolveBackingName } from '../block/open.js';
 import type { Image } from '../block/image.js';
 import { VdiskError } from '../block/errors.js';
 import { isQemuDriverName } from '../block/filenames.js';
-
-/** Bytes examined per step: bounds memory whatever the image size. */
-const REBASE_CHUNK = 1 << 20;
-const DEFAULT_CLUSTER = 65536;
-
-/** Reads `buf.length` bytes of `img` at `off`, zeros past its end or without an image. */
-async function readClipped(img: Image | null, buf: Uint8Array, off: number): Promise<void> {
-  buf.fill(0);
-  if (!img || off >= img.size) return;
-  await img.read(buf.subarray(0, Math.min(buf.length, img.size - off)), off);
-}
-
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
-}
-
-/** Writes into `top` every cluster it leaves to its backing where old and new backing differ. */
-async function preserveContent(top: Image, next: Image | null): Promise<void> {
-  const cs = top.layer.granularity ?? DEFAULT_CLUSTER;
-  const step = Math.max(cs, Math.floor(REBASE_CHUNK / cs) * cs);
-  const a = new Uint8Array(step);
-  const b = new Uint8Array(step);
-  for (let off = 0; off < top.size;) {
-    const st = await top.layerStatus(off, Math.min(step, top.size - off));
-    if (!st.allocated) await preserveRange(top, next, off, st.length, cs, a, b);
-    off += st.length;
-  }
-}
-
-/**
- * One unallocated range of `top` (at most one step long): both backings are read whole, compared
- * cluster by cluster, and each run of adjacent differing clusters is written with one request
- * (the same bytes, cluster-aligned, as one write per cluster would leave).
- */
-async function preserveRange(top: Image, next: Image | null, off: number, length: number, cs: number, a: Uint8Array, b: Uint8Array): Promise<void> {
-  const old = top.backing;
-  const oa = a.subarray(0, length);
-  const nb = b.subarray(0, length);
-  await Promise.all([readClipped(old, oa, off), readClipped(next, nb, off)]);
-  const oldEnd = old?.size ?? 0;
-  let run: { start: number; end: number; zero: boolean } | undefined;
-  const flush = async (): Promise<void> => {
-    if (!run) return;
-    // past the end of the old backing file (or without one) qemu-img writes zeros as zeros
-    if (run.zero) await top.writeZeroes(run.start, run.end - run.start, false);
-    else await top.write(oa.subarray(run.start - off, run.end - off), run.start);
-    run = undefined;
-  };
-  for (let pos = off; pos < off + length;) {
-    const n = Math.min(cs - (pos % cs), off + length - pos);
-    if (!same(oa.subarray(pos - off, pos - off + n), nb.subarray(pos - off, pos - off + n))) {
-      const zero = pos >= oldEnd;
-      if (run && (run.zero !== zero || run.end !== pos)) await flush();
-      if (run) run.end = pos + n;
-      else run = { start: pos, end: pos + n, zero };
-    } else {
-      await flush();
-    }
-    pos += n;
-  }
-  await flush();
-}
+import { preserveContent } from './rebase-content.js';
 
 export default async function rebaseCommand(argv: string[], cli: Cli): Promise<number> {
   const r = getopt(argv, ':hf:F:b:upt:T:qU', [

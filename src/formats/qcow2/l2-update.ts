@@ -156,10 +156,8 @@ export class MetadataWriter {
 
   async flush(): Promise<void> {
     await this.rc.flush();
-    if (this.map.l2Cache.dirtyCount > 0) {
-      await this.sync();
-      await this.map.l2Cache.flush();
-    }
+    // the cache's beforeWrite flushes the refcounts and syncs once before the first table it writes
+    if (this.map.l2Cache.dirtyCount > 0) await this.map.l2Cache.flush();
     if (this.dirtyL1.size > 0) {
       await this.sync();
       await this.writeL1();

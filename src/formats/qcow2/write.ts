@@ -51,8 +51,41 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   /** Run `fn` alone (writable images only; read-only images need no ordering). */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     if (this.p.readOnly) return fn();
-    const run = this.lock.then(fn, fn);
+    // after the last exclusive operation and after the reads started since it
+    const readers = this.readers;
+    this.readers = undefined;
+    const before = readers ? Promise.all([this.lock, readers.done]) : this.lock;
+    const run = before.then(fn, fn);
     this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Reads running since the last exclusive operation was queued (the next one waits for them). */
+  private readers: { count: number; done: Promise<void>; resolve: () => void } | undefined;
+
+  /**
+   * A read of a writable image: after the exclusive operations queued before it, but alongside
+   * other reads (commit reads its top, which it writes only at the end, several requests at once).
+   * Only until the first write through this open: from then on the caches may hold dirty tables,
+   * which a read's cache miss would write back, so reads are exclusive again.
+   */
+  private shared<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.p.readOnly) return fn();
+    if (this.meta) return this.serial(fn);
+    if (!this.readers) {
+      let resolve!: () => void;
+      const done = new Promise<void>((r) => { resolve = r; });
+      this.readers = { count: 0, done, resolve };
+    }
+    const gen = this.readers;
+    gen.count++;
+    const run = this.lock.then(fn, fn);
+    const settle = (): void => {
+      if (--gen.count > 0) return;
+      gen.resolve();
+      if (this.readers === gen) this.readers = undefined;
+    };
+    run.then(settle, settle);
     return run;
   }
 
@@ -217,11 +250,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   }
 
   override read(buf: Uint8Array, offset: number): Promise<void> {
-    return this.serial(() => super.read(buf, offset));
+    return this.shared(() => super.read(buf, offset));
   }
 
   override blockStatus(offset: number, length: number): Promise<LayerStatus> {
-    return this.serial(() => super.blockStatus(offset, length));
+    return this.shared(() => super.blockStatus(offset, length));
   }
 
   /** Only without writes: a writable image's status waits for the writes queued before it. */
@@ -251,6 +284,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
       const fresh = await this.writeFreshRun(meta, buf.subarray(done), pos);
       if (fresh > 0) {
         done += fresh;
+        continue;
+      }
+      const inPlace = await this.writeInPlaceRun(meta, buf.subarray(done), pos);
+      if (inPlace > 0) {
+        done += inPlace;
         continue;
       }
       const n = Math.min(buf.length - done, cs - (pos % cs));
@@ -284,6 +322,35 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     await this.p.proto.pwrite(data.subarray(0, run.count * cs), run.offset);
     for (let j = 0; j < run.count; j++) await meta.setEntry(l2off, idx + j, this.entryFor(run.offset + j * cs, false));
     return run.count * cs;
+  }
+
+  /**
+   * Clusters this image owns (copied, not zero, not compressed) whose host clusters follow each
+   * other: overwritten with one write for the run instead of one per cluster (commit and rebase
+   * overwrite such runs); the same bytes in the same places as writeInCluster would put them.
+   * Returns the bytes written (0: not applicable).
+   */
+  private async writeInPlaceRun(meta: MetadataWriter, data: Uint8Array, pos: number): Promise<number> {
+    const g = this.p.map.geo;
+    const cs = g.clusterSize;
+    const inC = pos % cs;
+    if (g.extL2 || this.p.luks || this.p.data !== this.p.proto || data.length <= cs - inC) return 0;
+    const { l1i, idx } = this.locate(pos);
+    const l2off = await meta.l2ForWrite(l1i);
+    const max = Math.min(Math.ceil((inC + data.length) / cs), 2 ** g.l2Bits - idx);
+    let host = 0;
+    let k = 0;
+    for (; k < max; k++) {
+      const e = await meta.entry(l2off, idx + k);
+      if (!this.hasHost(e) || (e.hi & L2E_COPIED_HI) === 0 || (g.zeroFlag && (e.lo & 1) !== 0)) break;
+      if (k === 0) host = this.hostOf(e);
+      else if (this.hostOf(e) !== host + k * cs) break;
+    }
+    if (k < 2) return 0;
+    const n = Math.min(data.length, k * cs - inC);
+    this.guard(meta, host + inC, n);
+    await this.putData(data.subarray(0, n), host + inC, pos);
+    return n;
   }
 
   private locate(pos: number): { l1i: number; idx: number; cstart: number; inC: number } {
