@@ -9,7 +9,7 @@
  */
 import type { Image } from './image.js';
 import { RateLimiter, SALVAGE_SECTOR, copyRange, isIoFailure, readForCopy, statusError, statusWarning } from './copy-io.js';
-import { isAllZero } from './bytes.js';
+import { isAllZero, isZeroRange } from './bytes.js';
 import { alignedBuffers } from './aligned.js';
 
 /** Largest request the engine reads or writes at once (qemu-img convert uses 2 MiB too). */
@@ -76,16 +76,6 @@ function zeroPrefix(buf: Uint8Array, unit: number): number {
     const end = Math.min(buf.length, n + unit);
     if (!isAllZero(buf.subarray(n, end))) return n;
     n = end;
-  }
-  return n;
-}
-
-function dataPrefix(buf: Uint8Array, unit: number): number {
-  let n = 0;
-  while (n < buf.length) {
-    const next = Math.min(buf.length, n + unit);
-    if (zeroPrefix(buf.subarray(n, next), unit) === next - n) return n;
-    n = next;
   }
   return n;
 }
@@ -283,7 +273,7 @@ async function precompress(o: CopyOptions, buf: Uint8Array): Promise<Array<Uint8
 }
 
 /** Write one buffer of data, leaving zero runs of at least sparseSize as zeros (not written). */
-async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: ReadonlyArray<Uint8Array | null | undefined>): Promise<void> {
+async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: ReadonlyArray<Uint8Array | null | undefined>, runs?: readonly SparseRun[]): Promise<void> {
   const t = o.target;
   if (o.compressed) {
     // whole clusters; all-zero clusters stay unallocated like qemu-img -c leaves them
@@ -304,24 +294,38 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: R
     await t.write(buf, dst);
     return;
   }
-  const unit = o.sparseSize;
-  let pos = 0;
-  while (pos < buf.length) {
-    // align the scan to the sparse unit in target coordinates
-    const firstUnit = Math.min(buf.length - pos, unit - ((dst + pos) % unit));
-    const slice = buf.subarray(pos);
-    const z = zeroPrefix(slice.subarray(0, firstUnit), firstUnit) === firstUnit
-      ? firstUnit + zeroPrefix(slice.subarray(firstUnit), unit)
-      : 0;
-    if (z > 0) {
-      if (!o.targetIsZero) await t.writeZeroes(dst + pos, z, true);
-      pos += z;
-      continue;
-    }
-    const d = firstUnit + dataPrefix(slice.subarray(firstUnit), unit);
-    await t.write(buf.subarray(pos, pos + d), dst + pos);
-    pos += d;
+  for (const r of runs ?? sparseRuns(buf, dst, o.sparseSize)) {
+    if (!r.zero) await t.write(buf.subarray(r.start, r.end), dst + r.start);
+    else if (!o.targetIsZero) await t.writeZeroes(dst + r.start, r.end - r.start, true);
   }
+}
+
+/** A piece of a buffer to write: data, or zeros left unwritten (or written as zeroes). */
+export interface SparseRun {
+  start: number;
+  end: number;
+  zero: boolean;
+}
+
+/**
+ * How a buffer of data landing at target offset `dst` splits into data runs and zero runs, `unit`
+ * (the -S size) at a time in target coordinates: a zero run is whole aligned units (the last may
+ * stop at the buffer's end), a data run reaches up to the next all-zero unit. Pure, and done before
+ * the job waits for its turn to write, so the scan is off the ordered write path.
+ */
+export function sparseRuns(buf: Uint8Array, dst: number, unit: number): SparseRun[] {
+  const runs: SparseRun[] = [];
+  const len = buf.length;
+  for (let pos = 0; pos < len;) {
+    let end = Math.min(len, pos + unit - ((dst + pos) % unit));
+    const zero = isZeroRange(buf, pos, end);
+    for (let next = Math.min(len, end + unit); end < len; end = next, next = Math.min(len, end + unit)) {
+      if (isZeroRange(buf, end, next) !== zero) break;
+    }
+    runs.push({ start: pos, end, zero });
+    pos = end;
+  }
+  return runs;
 }
 
 /** Copy the segments into the target. Resolves when every write has completed. */
@@ -397,11 +401,13 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
           }
         }
         const pre = o.compressed && buf ? await precompress(o, buf) : undefined;
+        // zero detection while earlier jobs write, not on the ordered write path
+        const runs = buf && !o.compressed && !o.copyOffload && o.sparseSize > 0 ? sparseRuns(buf, job.dstOffset, o.sparseSize) : undefined;
         await turn(job.seq);
         for (const w of warnings) o.warn?.(w);
         if (offloaded) { /* copied already */ }
         else if (job.kind === 'data' && o.copyOffload) await o.target.write(buf!, job.dstOffset);
-        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset, pre);
+        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset, pre, runs);
         else if (job.kind === 'zero') await o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
         if (held) pool.push(held);
         held = undefined;

@@ -126,9 +126,30 @@ export class Qcow2Reader {
     this.lastCompressed = undefined;
   }
 
+  /**
+   * The run the last block-status query found, on read-only images (whose mapping cannot change).
+   * A chain's status is asked top-down, each layer for as far as the layer above reaches, so a long
+   * run of one layer is queried again for every shorter run below it; answering those from the
+   * run already found keeps a flatten linear in the L2 entries instead of rescanning the run.
+   */
+  private lastRun: { start: number; end: number; m: Mapping } | undefined;
+
+  private async statusMapping(offset: number, length: number): Promise<Mapping> {
+    const r = this.lastRun;
+    if (r && offset >= r.start && offset < r.end) {
+      const m: Mapping = { type: r.m.type, length: Math.min(length, r.end - offset) };
+      if (r.m.hostOffset !== undefined) m.hostOffset = r.m.hostOffset + (offset - r.start);
+      return m;
+    }
+    const m = await this.p.map.lookup(offset, length);
+    // a compressed run is one cluster, its descriptor not shiftable: nothing to gain
+    if (this.p.readOnly && m.type !== 'compressed') this.lastRun = { start: offset, end: offset + m.length, m };
+    return m;
+  }
+
   async blockStatus(offset: number, length: number): Promise<LayerStatus> {
     this.checkIo();
-    const m = await this.p.map.lookup(offset, length);
+    const m = await this.statusMapping(offset, length);
     const plain = !this.p.luks;
     switch (m.type) {
       case 'unallocated':
