@@ -9,7 +9,8 @@
  */
 import type { Image } from './image.js';
 import { RateLimiter, SALVAGE_SECTOR, copyRange, isIoFailure, readForCopy, statusError, statusWarning } from './copy-io.js';
-import { isAllZero } from './bytes.js';
+import { isAllZero, isZeroRange } from './bytes.js';
+import { alignedBuffers } from './aligned.js';
 import type { CompressedClusters } from './driver.js';
 
 /** A cluster precompress left out (all zero): CompressedClusters.lengths. */
@@ -79,16 +80,6 @@ function zeroPrefix(buf: Uint8Array, unit: number): number {
     const end = Math.min(buf.length, n + unit);
     if (!isAllZero(buf.subarray(n, end))) return n;
     n = end;
-  }
-  return n;
-}
-
-function dataPrefix(buf: Uint8Array, unit: number): number {
-  let n = 0;
-  while (n < buf.length) {
-    const next = Math.min(buf.length, n + unit);
-    if (zeroPrefix(buf.subarray(n, next), unit) === next - n) return n;
-    n = next;
   }
   return n;
 }
@@ -273,7 +264,7 @@ async function precompress(o: CopyOptions, buf: Uint8Array): Promise<CompressedC
 }
 
 /** Write one buffer of data, leaving zero runs of at least sparseSize as zeros (not written). */
-async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: CompressedClusters): Promise<void> {
+async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: CompressedClusters, runs?: readonly SparseRun[]): Promise<void> {
   const t = o.target;
   if (o.compressed) {
     // whole clusters; all-zero clusters stay unallocated like qemu-img -c leaves them
@@ -299,24 +290,38 @@ async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: C
     await t.write(buf, dst);
     return;
   }
-  const unit = o.sparseSize;
-  let pos = 0;
-  while (pos < buf.length) {
-    // align the scan to the sparse unit in target coordinates
-    const firstUnit = Math.min(buf.length - pos, unit - ((dst + pos) % unit));
-    const slice = buf.subarray(pos);
-    const z = zeroPrefix(slice.subarray(0, firstUnit), firstUnit) === firstUnit
-      ? firstUnit + zeroPrefix(slice.subarray(firstUnit), unit)
-      : 0;
-    if (z > 0) {
-      if (!o.targetIsZero) await t.writeZeroes(dst + pos, z, true);
-      pos += z;
-      continue;
-    }
-    const d = firstUnit + dataPrefix(slice.subarray(firstUnit), unit);
-    await t.write(buf.subarray(pos, pos + d), dst + pos);
-    pos += d;
+  for (const r of runs ?? sparseRuns(buf, dst, o.sparseSize)) {
+    if (!r.zero) await t.write(buf.subarray(r.start, r.end), dst + r.start);
+    else if (!o.targetIsZero) await t.writeZeroes(dst + r.start, r.end - r.start, true);
   }
+}
+
+/** A piece of a buffer to write: data, or zeros left unwritten (or written as zeroes). */
+export interface SparseRun {
+  start: number;
+  end: number;
+  zero: boolean;
+}
+
+/**
+ * How a buffer of data landing at target offset `dst` splits into data runs and zero runs, `unit`
+ * (the -S size) at a time in target coordinates: a zero run is whole aligned units (the last may
+ * stop at the buffer's end), a data run reaches up to the next all-zero unit. Pure, and done before
+ * the job waits for its turn to write, so the scan is off the ordered write path.
+ */
+export function sparseRuns(buf: Uint8Array, dst: number, unit: number): SparseRun[] {
+  const runs: SparseRun[] = [];
+  const len = buf.length;
+  for (let pos = 0; pos < len;) {
+    let end = Math.min(len, pos + unit - ((dst + pos) % unit));
+    const zero = isZeroRange(buf, pos, end);
+    for (let next = Math.min(len, end + unit); end < len; end = next, next = Math.min(len, end + unit)) {
+      if (isZeroRange(buf, end, next) !== zero) break;
+    }
+    runs.push({ start: pos, end, zero });
+    pos = end;
+  }
+  return runs;
 }
 
 /** Copy the segments into the target. Resolves when every write has completed. */
@@ -342,7 +347,12 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
   let nextToWrite = 0;
   const waiters = new Map<number, () => void>();
   let failure: unknown;
-  const pool: Uint8Array[] = [];
+  // one buffer per worker, page-aligned: the kernel copies into them much faster (aligned.ts);
+  // except for -c, whose buffers move to a compression worker and back, which the buffer of a
+  // WebAssembly memory cannot do
+  const pool = o.compressed
+    ? Array.from({ length: inFlight }, () => new Uint8Array(COPY_CHUNK_BYTES))
+    : alignedBuffers(inFlight, COPY_CHUNK_BYTES);
 
   const turn = (seq: number): Promise<void> => {
     if (o.outOfOrder || seq === nextToWrite) return Promise.resolve();
@@ -372,6 +382,7 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
       const job = it.value;
       try {
         let buf: Uint8Array | undefined;
+        let held: Uint8Array | undefined;
         const warnings = job.warnings ?? [];
         let offloaded = false;
         if (job.kind === 'data') {
@@ -380,7 +391,8 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
           if (o.copyOffload) offloaded = await copyRange(job.src, job.srcOffset, job.length, o.target, job.dstOffset);
         }
         if (job.kind === 'data' && !offloaded) {
-          buf = (pool.pop() ?? new Uint8Array(COPY_CHUNK_BYTES)).subarray(0, job.length);
+          held = pool.pop()!;
+          buf = held.subarray(0, job.length);
           if (job.parts) {
             buf.fill(0);
             for (const p of job.parts) {
@@ -391,14 +403,21 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
           }
         }
         const pre = o.compressed && buf ? await precompress(o, buf) : undefined;
-        if (pre) buf = pre.data;
+        if (pre) {
+          // the buffer went to a compression worker and came back as another view
+          buf = pre.data;
+          held = new Uint8Array(buf.buffer, 0, COPY_CHUNK_BYTES);
+        }
+        // zero detection while earlier jobs write, not on the ordered write path
+        const runs = buf && !o.compressed && !o.copyOffload && o.sparseSize > 0 ? sparseRuns(buf, job.dstOffset, o.sparseSize) : undefined;
         await turn(job.seq);
         for (const w of warnings) o.warn?.(w);
         if (offloaded) { /* copied already */ }
         else if (job.kind === 'data' && o.copyOffload) await o.target.write(buf!, job.dstOffset);
-        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset, pre);
+        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset, pre, runs);
         else if (job.kind === 'zero') await o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
-        if (buf) pool.push(new Uint8Array(buf.buffer, 0, COPY_CHUNK_BYTES));
+        if (held) pool.push(held);
+        held = undefined;
         finish(job.seq);
         if (job.kind === 'data') {
           done += job.length;

@@ -57,6 +57,14 @@ export interface Mapping {
   compressed?: { hostOffset: number; size: number; exact: bigint };
 }
 
+/** What entryAt finds for one (sub)cluster; host -1 when it has no host cluster. */
+interface ScannedEntry {
+  type: SubclusterType;
+  end: number;
+  host: number;
+  compressed: { hostOffset: number; size: number; exact: bigint } | undefined;
+}
+
 export const L1E_COPIED_HI = 0x80000000;
 export const L2E_COPIED_HI = 0x80000000;
 export const L2E_COMPRESSED_HI = 0x40000000;
@@ -159,20 +167,25 @@ export class ClusterMap {
     const l2off = this.l2Offset(l1i);
     const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
     const limit = Math.min(offset + max, (l1i + 1) * l2Span);
-    const first = this.entryAt(dv, offset, l2off);
-    let pos = first.end;
-    if (first.type !== 'compressed') {
-      if (!g.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, first.type, first.host === undefined ? -1 : first.host + (pos - offset));
+    const e = this.scan;
+    this.entryAt(dv, offset, l2off, e);
+    const type = e.type;
+    const host = e.host;
+    const compressed = e.compressed;
+    let pos = e.end;
+    if (type !== 'compressed') {
+      // the long stretch of like clusters in one integer loop; what it stops at goes entry by entry
+      if (!g.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset));
       while (pos < limit) {
-        const next = this.entryAt(dv, pos, l2off);
-        if (next.type !== first.type) break;
-        if (first.host !== undefined && next.host !== first.host + (pos - offset)) break;
-        pos = next.end;
+        this.entryAt(dv, pos, l2off, e);
+        if (e.type !== type) break;
+        if (host >= 0 && e.host !== host + (pos - offset)) break;
+        pos = e.end;
       }
     }
-    const m: Mapping = { type: first.type, length: Math.min(pos, limit) - offset };
-    if (first.host !== undefined) m.hostOffset = first.host;
-    if (first.compressed) m.compressed = first.compressed;
+    const m: Mapping = { type, length: Math.min(pos, limit) - offset };
+    if (host >= 0) m.hostOffset = host;
+    if (compressed) m.compressed = compressed;
     return m;
   }
 
@@ -219,8 +232,11 @@ export class ClusterMap {
     return pos;
   }
 
-  /** The type of the (sub)cluster holding `pos`, where it ends, and its host byte. */
-  private entryAt(dv: DataView, pos: number, l2off: number): { type: SubclusterType; end: number; host?: number; compressed?: { hostOffset: number; size: number; exact: bigint } } {
+  /** One reused record for entryAt: a lookup walks up to a whole table, one entry at a time. */
+  private readonly scan: ScannedEntry = { type: 'unallocated', end: 0, host: -1, compressed: undefined };
+
+  /** The type of the (sub)cluster holding `pos`, where it ends, and its host byte (-1: none), into `out`. */
+  private entryAt(dv: DataView, pos: number, l2off: number, out: ScannedEntry): void {
     const g = this.geo;
     const cluster = Math.floor(pos / g.clusterSize);
     const idx = cluster & ((1 << g.l2Bits) - 1);
@@ -228,8 +244,13 @@ export class ClusterMap {
     const lo = dv.getUint32(idx * g.entryBytes + 4);
     const inCluster = pos - cluster * g.clusterSize;
     const clusterEnd = (cluster + 1) * g.clusterSize;
+    out.compressed = undefined;
     if (hi & L2E_COMPRESSED_HI) {
-      return { type: 'compressed', end: clusterEnd, compressed: compressedDescriptor(hi, lo, g.clusterBits) };
+      out.type = 'compressed';
+      out.end = clusterEnd;
+      out.host = -1;
+      out.compressed = compressedDescriptor(hi, lo, g.clusterBits);
+      return;
     }
     const host = entryOffset(hi, lo, this.path, 'Cluster allocation');
     const copied = (hi & L2E_COPIED_HI) !== 0;
@@ -237,11 +258,12 @@ export class ClusterMap {
     if (hasHost && host & (g.clusterSize - 1)) {
       throw corrupt(this.path, `Cluster allocation offset ${hx(host)} unaligned (L2 offset: ${hx(l2off)}, L2 index: ${hx(idx)})`, host);
     }
+    out.host = hasHost ? host + inCluster : -1;
     if (!g.extL2) {
-      let type: SubclusterType;
-      if (g.zeroFlag && lo & 1) type = hasHost ? 'zero-alloc' : 'zero-plain';
-      else type = hasHost ? 'normal' : 'unallocated';
-      return hasHost ? { type, end: clusterEnd, host: host + inCluster } : { type, end: clusterEnd };
+      if (g.zeroFlag && lo & 1) out.type = hasHost ? 'zero-alloc' : 'zero-plain';
+      else out.type = hasHost ? 'normal' : 'unallocated';
+      out.end = clusterEnd;
+      return;
     }
     const bhi = dv.getUint32(idx * 16 + 8);
     const blo = dv.getUint32(idx * 16 + 12);
@@ -254,11 +276,9 @@ export class ClusterMap {
     // the run continues through following subclusters with the same two bits
     let scEnd = sc + 1;
     while (scEnd < 32 && ((blo >>> scEnd) & 1) === alloc && ((bhi >>> scEnd) & 1) === zero) scEnd++;
-    const end = cluster * g.clusterSize + scEnd * g.subclusterSize;
-    let type: SubclusterType;
-    if (alloc) type = 'normal';
-    else if (zero) type = hasHost ? 'zero-alloc' : 'zero-plain';
-    else type = hasHost ? 'unallocated-alloc' : 'unallocated';
-    return hasHost ? { type, end, host: host + inCluster } : { type, end };
+    out.end = cluster * g.clusterSize + scEnd * g.subclusterSize;
+    if (alloc) out.type = 'normal';
+    else if (zero) out.type = hasHost ? 'zero-alloc' : 'zero-plain';
+    else out.type = hasHost ? 'unallocated-alloc' : 'unallocated';
   }
 }

@@ -24,6 +24,8 @@ interface Slot {
 
 export class TableCache {
   private readonly slots = new Map<number, Slot>();
+  /** The key inserted last (the Map's last entry), or undefined when unknown. */
+  private newest: number | undefined;
   readonly capacity: number;
   /** Called before a dirty table is written, to flush what it depends on first (refcounts before L2). */
   beforeWrite: (() => Promise<void>) | undefined;
@@ -40,8 +42,12 @@ export class TableCache {
   async get(offset: number): Promise<Uint8Array> {
     const hit = this.slots.get(offset);
     if (hit) {
-      this.slots.delete(offset);
-      this.slots.set(offset, hit);
+      // already the most recent (the common case: one table serves a whole request): no reordering
+      if (offset !== this.newest) {
+        this.slots.delete(offset);
+        this.slots.set(offset, hit);
+        this.newest = offset;
+      }
       return hit.data;
     }
     const data = new Uint8Array(this.tableBytes);
@@ -80,11 +86,13 @@ export class TableCache {
     }
     this.slots.delete(offset);
     this.slots.set(offset, { data, dirty: true });
+    this.newest = offset;
   }
 
   /** Forget a table (its cluster was freed); it is not written back. */
   drop(offset: number): void {
     this.slots.delete(offset);
+    if (offset === this.newest) this.newest = undefined;
   }
 
   private async insert(offset: number, slot: Slot): Promise<void> {
@@ -95,6 +103,7 @@ export class TableCache {
       this.slots.delete(oldest);
     }
     this.slots.set(offset, slot);
+    this.newest = offset;
   }
 
   private async writeBack(offset: number, s: Slot, copy = true): Promise<void> {

@@ -9,7 +9,7 @@
  * dependencies and flushes between the refcount and L2 caches).
  */
 import type { Protocol } from '../../protocols/types.js';
-import { compressedDescriptor, entryOffset, L1E_COPIED_HI, L2E_COMPRESSED_HI, type ClusterMap } from './l1l2.js';
+import { compressedDescriptor, entryOffset, L1E_COPIED_HI, L2E_COMPRESSED_HI, L2E_COPIED_HI, type ClusterMap } from './l1l2.js';
 import type { Refcounts } from './refcount.js';
 import type { ClusterAllocator } from './cluster-alloc.js';
 import { invalid } from './header.js';
@@ -117,6 +117,39 @@ export class MetadataWriter {
     if (eb === 16) {
       dv.setUint32(idx * eb + 8, e.zeroBits >>> 0);
       dv.setUint32(idx * eb + 12, e.allocBits >>> 0);
+    }
+    this.map.l2Cache.markDirty(l2off, t);
+  }
+
+  /**
+   * How many entries from `idx` (at most `max`) are free for a fresh whole-cluster write: no host
+   * cluster and nothing compressed (unallocated, or a plain zero flag). Standard L2 entries only.
+   */
+  async freshEntries(l2off: number, idx: number, max: number): Promise<number> {
+    const t = await this.map.l2Cache.get(l2off);
+    const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
+    let k = 0;
+    while (k < max) {
+      const at = (idx + k) * 8;
+      const lo = dv.getUint32(at + 4);
+      if (dv.getUint32(at) !== 0 || (lo !== 0 && lo !== 1)) break;
+      k++;
+    }
+    return k;
+  }
+
+  /**
+   * Point `count` standard L2 entries from `idx` at the contiguous host clusters from `host`
+   * (copied flag set, zero flag clear): what setEntry would write one by one, in one pass.
+   */
+  async setDataRun(l2off: number, idx: number, count: number, host: number): Promise<void> {
+    const t = await this.map.l2Cache.get(l2off);
+    const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
+    const cs = this.cs;
+    for (let j = 0; j < count; j++) {
+      const h = host + j * cs;
+      dv.setUint32((idx + j) * 8, (Math.floor(h / 0x100000000) | L2E_COPIED_HI) >>> 0);
+      dv.setUint32((idx + j) * 8 + 4, h >>> 0);
     }
     this.map.l2Cache.markDirty(l2off, t);
   }

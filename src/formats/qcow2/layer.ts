@@ -126,9 +126,39 @@ export class Qcow2Reader {
     this.lastCompressed = undefined;
   }
 
+  /**
+   * The run the last block-status query found, on read-only images (whose mapping cannot change).
+   * A chain's status is asked top-down, each layer for as far as the layer above reaches, so a long
+   * run of one layer is queried again for every shorter run below it; answering those from the
+   * run already found keeps a flatten linear in the L2 entries instead of rescanning the run.
+   */
+  private lastRun: { start: number; end: number; m: Mapping } | undefined;
+
+  /** The part of the last run found that starts at `offset`, if it holds `offset`. */
+  private cachedRun(offset: number, length: number): Mapping | undefined {
+    const r = this.lastRun;
+    if (!r || offset < r.start || offset >= r.end) return undefined;
+    const m: Mapping = { type: r.m.type, length: Math.min(length, r.end - offset) };
+    if (r.m.hostOffset !== undefined) m.hostOffset = r.m.hostOffset + (offset - r.start);
+    return m;
+  }
+
+  private async statusMapping(offset: number, length: number): Promise<Mapping> {
+    const hit = this.cachedRun(offset, length);
+    if (hit) return hit;
+    const m = await this.p.map.lookup(offset, length);
+    this.remember(offset, m);
+    return m;
+  }
+
+  private remember(offset: number, m: Mapping): void {
+    // a compressed run is one cluster, its descriptor not shiftable: nothing to gain
+    if (this.p.readOnly && m.type !== 'compressed') this.lastRun = { start: offset, end: offset + m.length, m };
+  }
+
   async blockStatus(offset: number, length: number): Promise<LayerStatus> {
     this.checkIo();
-    const m = await this.p.map.lookup(offset, length);
+    const m = await this.statusMapping(offset, length);
     return this.statusOf(m, m.type === 'normal' ? await this.looksPreallocated() : false);
   }
 
@@ -136,8 +166,12 @@ export class Qcow2Reader {
   blockStatusSync(offset: number, length: number): LayerStatus | undefined {
     this.checkIo();
     if (this.preallocatedKnown === undefined) return undefined;
+    const hit = this.cachedRun(offset, length);
+    if (hit) return this.statusOf(hit, this.preallocatedKnown);
     const m = this.p.map.lookupSync(offset, length);
-    return m && this.statusOf(m, this.preallocatedKnown);
+    if (!m) return undefined;
+    this.remember(offset, m);
+    return this.statusOf(m, this.preallocatedKnown);
   }
 
   private statusOf(m: Mapping, preallocated: boolean): LayerStatus {

@@ -310,17 +310,13 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const { l1i, idx } = this.locate(pos);
     const l2off = await meta.l2ForWrite(l1i);
     const max = Math.min(Math.floor(data.length / cs), 2 ** g.l2Bits - idx);
-    let k = 0;
-    for (; k < max; k++) {
-      const e = await meta.entry(l2off, idx + k);
-      // unallocated, or a zero flag without a host cluster: a whole-cluster write needs no old content
-      if (e.hi !== 0 || (e.lo !== 0 && e.lo !== 1)) break;
-    }
+    // unallocated, or a zero flag without a host cluster: a whole-cluster write needs no old content
+    const k = await meta.freshEntries(l2off, idx, max);
     if (k < 2) return 0;
     const run = await meta.alloc.allocateRun(k);
     this.p.proto.debugEvent?.('write_aio');
     await this.p.proto.pwrite(data.subarray(0, run.count * cs), run.offset);
-    for (let j = 0; j < run.count; j++) await meta.setEntry(l2off, idx + j, this.entryFor(run.offset + j * cs, false));
+    await meta.setDataRun(l2off, idx, run.count, run.offset);
     return run.count * cs;
   }
 
