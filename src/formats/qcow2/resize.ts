@@ -13,8 +13,6 @@ import { AUTOCLEAR_DATA_FILE_RAW } from './header.js';
 import { setRefcountEntry } from './refcount.js';
 import { preallocateInFile } from './prealloc.js';
 
-const ALL_SUBCLUSTERS = 0xffffffff;
-
 export interface ResizeContext {
   p: Qcow2Parts;
   meta: MetadataWriter;
@@ -162,9 +160,11 @@ async function fillTable(c: ResizeContext, table: Uint8Array, l1i: number, cl: n
       const idx = cl + k - base;
       dv.setUint32(idx * eb, (Math.floor(host / 0x100000000) | L2E_COPIED_HI) >>> 0);
       dv.setUint32(idx * eb + 4, host >>> 0);
+      // extended L2: a place for the cluster, no subcluster allocated (qemu's preallocation leaves
+      // the bitmap clear), so the guest still sees the backing file, or zeros without one
       if (eb === 16) {
         dv.setUint32(idx * eb + 8, 0);
-        dv.setUint32(idx * eb + 12, ALL_SUBCLUSTERS);
+        dv.setUint32(idx * eb + 12, 0);
       }
     }
     cl += run.count;
