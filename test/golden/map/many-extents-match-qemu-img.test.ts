@@ -12,18 +12,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QEMU_IMG, qemuImg, qemuIo, scratch, vdiskAsQemuImg } from '../../helpers/oracle.ts';
+import { shuffled } from '../../helpers/shuffle.ts';
 
-/** A fixed permutation of 0..n-1 (a small LCG drives Fisher-Yates), so runs are reproducible. */
-function shuffled(n: number, seed: number): number[] {
-  const a = Array.from({ length: n }, (_, i) => i);
-  let x = seed;
-  for (let i = n - 1; i > 0; i--) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    const j = x % (i + 1);
-    [a[i], a[j]] = [a[j]!, a[i]!];
-  }
-  return a;
-}
 
 /** `count` writes of `unit` bytes at shuffled places; every 9th a zero write, every 13th compressed when asked. */
 function scatter(path: string, unit: number, span: number, count: number, seed: number, compressed: boolean): void {
