@@ -86,7 +86,7 @@ export class FileProtocol implements Protocol {
       try {
         ({ bytesRead: n } = await this.fh.read(buf, done, buf.length - done, offset + done));
       } catch (e) {
-        throw fromSystemError(e, `error while reading at byte ${offset + done}`, { path: this.filename, offset: offset + done, op: 'read' });
+        throw this.readFailed(e, offset + done);
       }
       if (n === 0) {
         buf.fill(0, done);
@@ -96,6 +96,11 @@ export class FileProtocol implements Protocol {
     }
   }
 
+  private readFailed(e: unknown, at: number): Error {
+    return fromSystemError(e, `error while reading at byte ${at}`, { path: this.filename, offset: at, op: 'read' });
+  }
+
+  /** pread's loop with a blocking read (metadata tables: a few KiB from the page cache cost far less this way). */
   preadSync(buf: Uint8Array, offset: number): void {
     let done = 0;
     while (done < buf.length) {
@@ -103,7 +108,7 @@ export class FileProtocol implements Protocol {
       try {
         n = readSync(this.fh.fd, buf, done, buf.length - done, offset + done);
       } catch (e) {
-        throw fromSystemError(e, `error while reading at byte ${offset + done}`, { path: this.filename, offset: offset + done, op: 'read' });
+        throw this.readFailed(e, offset + done);
       }
       if (n === 0) {
         buf.fill(0, done);

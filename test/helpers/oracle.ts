@@ -5,6 +5,7 @@
  * vdisk is run through a symlink named `qemu-img`, so its messages carry the same prefix and can be
  * compared byte for byte.
  */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, symlinkSync, readFileSync, existsSync, mkdirSync, createReadStream } from 'node:fs';
@@ -65,6 +66,18 @@ export function qemuImg(args: readonly string[], opts: { cwd?: string; env?: Rec
   let r = run(QEMU_IMG, args, opts);
   for (let i = 0; i < QEMU_PBKDF_RETRIES && r.code !== 0 && QEMU_PBKDF_TIMING_FLAKE.test(r.stderr); i++) r = run(QEMU_IMG, args, opts);
   return r;
+}
+
+/**
+ * One command line through qemu-img in directory `qemuDir` and through vdisk in `vdiskDir` (two
+ * prepared copies of the same files): stderr, exit status and stdout must be equal.
+ */
+export function sameAsQemuImg(args: readonly string[], qemuDir: string, vdiskDir: string): void {
+  const want = qemuImg(args, { cwd: qemuDir });
+  const got = vdisk(args, { cwd: vdiskDir });
+  assert.equal(got.stderr, want.stderr);
+  assert.equal(got.code, want.code);
+  assert.equal(got.stdout, want.stdout);
 }
 
 export function qemuIo(args: readonly string[], opts: { cwd?: string } = {}): RunResult {

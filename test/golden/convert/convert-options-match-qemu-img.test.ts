@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { copiesOf, qemuImg, qemuIo, guestSha256, vdisk } from '../../helpers/oracle.ts';
+import { copiesOf, qemuImg, qemuIo, guestSha256, sameAsQemuImg } from '../../helpers/oracle.ts';
 
 function setup(dir: string): void {
   const ok = (r: { code: number | null; stderr: string }): void => assert.equal(r.code, 0, r.stderr);
@@ -126,11 +126,7 @@ for (const c of cases) {
   test(`convert matches qemu-img: ${c.argv.join(' ')}`, async () => {
     const a = prepared();
     const b = prepared();
-    const want = qemuImg(['convert', ...c.argv], { cwd: a });
-    const got = vdisk(['convert', ...c.argv], { cwd: b });
-    assert.equal(got.stderr, want.stderr);
-    assert.equal(got.code, want.code);
-    assert.equal(got.stdout, want.stdout);
+    sameAsQemuImg(['convert', ...c.argv], a, b);
     for (const o of ['o.raw', 'o.qcow2']) assert.equal(existsSync(join(b, o)), existsSync(join(a, o)), `${o} left behind`);
     for (const o of c.outputs ?? []) assert.deepEqual(await describe(b, o), await describe(a, o), o);
   });

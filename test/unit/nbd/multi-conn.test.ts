@@ -82,6 +82,24 @@ test('reads and block status spread over the connections of a multi-conn export 
   }
 });
 
+/** Copies the export at `socket` into a fresh raw file in a scratch directory, as convert does; returns the file. */
+async function copyExportToRaw(socket: string, size: number): Promise<string> {
+  const src = await openImage(`nbd+unix:///?socket=${socket}`, { format: 'raw' });
+  const dst = join(scratch(), 'out.raw');
+  try {
+    await createImage({ format: 'raw', filename: dst, size });
+    const tgt = await openImage(dst, { format: 'raw', readOnly: false });
+    try {
+      await copyImage([{ image: src, targetOffset: 0 }], { target: tgt, sparseSize: 4096, targetIsZero: true });
+    } finally {
+      await tgt.close();
+    }
+  } finally {
+    await src.close();
+  }
+  return dst;
+}
+
 test('a connection that drops mid-copy fails the copy with a read error instead of hanging', async () => {
   const disk = pattern(48 << 20);
   const s: Sessions = { reads: [] };
@@ -92,17 +110,10 @@ test('a connection that drops mid-copy fails the copy with a read error instead 
     p.sock.destroy();
     return true;
   });
-  const dir = scratch();
   try {
-    const src = await openImage(`nbd+unix:///?socket=${srv.path}`, { format: 'raw' });
-    const dst = join(dir, 'out.raw');
-    await createImage({ format: 'raw', filename: dst, size: disk.length });
-    const tgt = await openImage(dst, { format: 'raw', readOnly: false });
-    await assert.rejects(copyImage([{ image: src, targetOffset: 0 }], { target: tgt, sparseSize: 4096, targetIsZero: true }),
+    await assert.rejects(copyExportToRaw(srv.path, disk.length),
       (e: Error) => e.name === 'VdiskError' && /^error while reading (at byte|block status at offset) \d+: /.test(e.message));
     assert.ok(dropped);
-    await tgt.close();
-    await src.close();
   } finally {
     await srv.close();
   }
@@ -113,15 +124,8 @@ test('a copy from a multi-conn export over all its connections gives the bytes a
   for (let at = STRIPE; at < disk.length; at += 2 * STRIPE) disk.fill(0, at, at + STRIPE);
   const s: Sessions = { reads: [] };
   const srv = await multiConnServer(disk, s);
-  const dir = scratch();
   try {
-    const src = await openImage(`nbd+unix:///?socket=${srv.path}`, { format: 'raw' });
-    const dst = join(dir, 'out.raw');
-    await createImage({ format: 'raw', filename: dst, size: disk.length });
-    const tgt = await openImage(dst, { format: 'raw', readOnly: false });
-    await copyImage([{ image: src, targetOffset: 0 }], { target: tgt, sparseSize: 4096, targetIsZero: true });
-    await tgt.close();
-    await src.close();
+    const dst = await copyExportToRaw(srv.path, disk.length);
     assert.ok(readFileSync(dst).equals(disk));
     assert.ok(statSync(dst).blocks * 512 <= disk.length / 2 + (1 << 20), `${statSync(dst).blocks * 512} bytes allocated`);
     // the holes were neither read nor written: only the data stripes were asked for
