@@ -4,8 +4,9 @@
  * It asks the source for block status one window at a time (never for the whole disk up front),
  * skips what is unallocated or known zero without reading it, detects zeros in the data it reads at
  * the sparse granularity, and keeps a bounded number of requests in flight over a fixed pool of
- * buffers, so memory stays flat whatever the image size. Writes land in order unless the caller
- * allows out-of-order writes (qemu-img's -W).
+ * buffers, so memory stays flat whatever the image size. Writes are issued in order (each
+ * request's writes reach the target after the previous request's, before those complete) unless
+ * the caller allows out-of-order writes (qemu-img's -W).
  */
 import type { Image } from './image.js';
 import { RateLimiter, SALVAGE_SECTOR, copyRange, isIoFailure, readForCopy, statusError, statusWarning } from './copy-io.js';
@@ -263,37 +264,50 @@ async function precompress(o: CopyOptions, buf: Uint8Array): Promise<CompressedC
   return t.compressClusters(buf, skip);
 }
 
-/** Write one buffer of data, leaving zero runs of at least sparseSize as zeros (not written). */
-async function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: CompressedClusters, runs?: readonly SparseRun[]): Promise<void> {
+/**
+ * Write one buffer of data, leaving zero runs of at least sparseSize as zeros (not written). Every
+ * call to the target is made before this returns (the promise only waits for them): the next job
+ * may then issue its own writes behind these, in the same order, while these are still running.
+ */
+function writeSparse(o: CopyOptions, buf: Uint8Array, dst: number, pre?: CompressedClusters, runs?: readonly SparseRun[]): Promise<void> {
   const t = o.target;
+  const calls: Array<Promise<void>> = [];
   if (o.compressed) {
     // whole clusters; all-zero clusters stay unallocated like qemu-img -c leaves them
     const g = t.layer.granularity ?? buf.length;
     if (pre) {
-      await t.writeCompressed(buf, dst, pre);
+      calls.push(t.writeCompressed(buf, dst, pre));
       if (!o.targetIsZero) {
-        for (let i = 0; i < pre.lengths.length; i++) if (pre.lengths[i] === LEFT_OUT) await t.writeZeroes(dst + i * g, Math.min(g, buf.length - i * g), true);
+        for (let i = 0; i < pre.lengths.length; i++) if (pre.lengths[i] === LEFT_OUT) calls.push(t.writeZeroes(dst + i * g, Math.min(g, buf.length - i * g), true));
       }
-      return;
+      return allIssued(calls);
     }
     for (let p = 0; p < buf.length; p += g) {
       const c = buf.subarray(p, Math.min(buf.length, p + g));
       if (o.sparseSize !== 0 && zeroPrefix(c, c.length) === c.length) {
-        if (!o.targetIsZero) await t.writeZeroes(dst + p, c.length, true);
+        if (!o.targetIsZero) calls.push(t.writeZeroes(dst + p, c.length, true));
       } else {
-        await t.writeCompressed(c, dst + p);
+        calls.push(t.writeCompressed(c, dst + p));
       }
     }
-    return;
+    return allIssued(calls);
   }
-  if (o.sparseSize === 0) {
-    await t.write(buf, dst);
-    return;
-  }
+  if (o.sparseSize === 0) return t.write(buf, dst);
   for (const r of runs ?? sparseRuns(buf, dst, o.sparseSize)) {
-    if (!r.zero) await t.write(buf.subarray(r.start, r.end), dst + r.start);
-    else if (!o.targetIsZero) await t.writeZeroes(dst + r.start, r.end - r.start, true);
+    if (!r.zero) calls.push(t.write(buf.subarray(r.start, r.end), dst + r.start));
+    else if (!o.targetIsZero) calls.push(t.writeZeroes(dst + r.start, r.end - r.start, true));
   }
+  return allIssued(calls);
+}
+
+/**
+ * Wait for every call (none may still be using the buffer when the job returns it to the pool),
+ * then fail with the first failure in call order.
+ */
+async function allIssued(calls: ReadonlyArray<Promise<void>>): Promise<void> {
+  if (calls.length === 1) return calls[0];
+  const results = await Promise.allSettled(calls);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
 /** A piece of a buffer to write: data, or zeros left unwritten (or written as zeroes). */
@@ -347,6 +361,19 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
   let nextToWrite = 0;
   const waiters = new Map<number, () => void>();
   let failure: unknown;
+  let failureSeq = Infinity;
+  // writes overlap, so a later job may fail first: the error reported is the earliest job's, as a
+  // serial copy would report it (the others settle before copyImage throws)
+  const failAt = (seq: number, e: unknown): void => {
+    if (seq < failureSeq) {
+      failure = e;
+      failureSeq = seq;
+    }
+    // release writers waiting behind this job so every worker can stop
+    for (const w of waiters.values()) w();
+    waiters.clear();
+    o.outOfOrder = true;
+  };
   // one buffer per worker, page-aligned: the kernel copies into them much faster (aligned.ts);
   // except for -c, whose buffers move to a compression worker and back, which the buffer of a
   // WebAssembly memory cannot do
@@ -412,23 +439,32 @@ export async function copyImage(segments: readonly CopySegment[], o: CopyOptions
         const runs = buf && !o.compressed && !o.copyOffload && o.sparseSize > 0 ? sparseRuns(buf, job.dstOffset, o.sparseSize) : undefined;
         await turn(job.seq);
         for (const w of warnings) o.warn?.(w);
+        let writing: Promise<void> | undefined;
         if (offloaded) { /* copied already */ }
-        else if (job.kind === 'data' && o.copyOffload) await o.target.write(buf!, job.dstOffset);
-        else if (job.kind === 'data') await writeSparse(o, buf!, job.dstOffset, pre, runs);
-        else if (job.kind === 'zero') await o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
+        else if (job.kind === 'data' && o.copyOffload) writing = o.target.write(buf!, job.dstOffset);
+        else if (job.kind === 'data') writing = writeSparse(o, buf!, job.dstOffset, pre, runs);
+        else if (job.kind === 'zero') writing = o.target.writeZeroes(job.dstOffset, job.length, o.sparseSize > 0);
+        // in order means issued in order: the target has every call of this job (a qcow2 target
+        // allocates in call order), so the next job may issue its own while these still run
+        // instead of waiting for the completion of each (qemu-img waits: a gap per request)
+        finish(job.seq);
+        if (writing) {
+          try {
+            await writing;
+          } catch (e) {
+            failAt(job.seq, e);
+            held = undefined; // the target has let go of it, but the copy is over
+            return;
+          }
+        }
         if (held) pool.push(held);
         held = undefined;
-        finish(job.seq);
         if (job.kind === 'data') {
           done += job.length;
           o.onProgress?.(done, total);
         }
       } catch (e) {
-        failure ??= e;
-        // release writers waiting behind this job so every worker can stop
-        for (const w of waiters.values()) w();
-        waiters.clear();
-        o.outOfOrder = true;
+        failAt(job.seq, e);
         return;
       }
     }

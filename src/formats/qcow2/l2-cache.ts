@@ -20,6 +20,8 @@ export function readMeta(proto: Protocol, buf: Uint8Array, offset: number): Prom
 interface Slot {
   data: Uint8Array;
   dirty: boolean;
+  /** Writes in flight that will change this array when their data lands: it must not be evicted. */
+  pins?: number;
 }
 
 export class TableCache {
@@ -95,15 +97,40 @@ export class TableCache {
     if (offset === this.newest) this.newest = undefined;
   }
 
+  /**
+   * Keep the cached table at `offset` (and so the array `get` returned) in the cache until as many
+   * unpin calls: a write whose data is still in flight updates that array when the data lands.
+   */
+  pin(offset: number): Uint8Array {
+    const s = this.slots.get(offset);
+    if (!s) throw new Error(`TableCache.pin: table at ${offset} is not cached`);
+    s.pins = (s.pins ?? 0) + 1;
+    return s.data;
+  }
+
+  unpin(offset: number): void {
+    const s = this.slots.get(offset);
+    if (s?.pins) s.pins--;
+  }
+
   private async insert(offset: number, slot: Slot): Promise<void> {
     while (this.slots.size >= this.capacity) {
-      const [oldest, s] = this.slots.entries().next().value as [number, Slot];
+      const victim = this.oldestUnpinned();
+      // every table is pinned (more writes in flight than slots): exceed the capacity by their number
+      if (!victim) break;
+      const [oldest, s] = victim;
       // leaving the cache: its own array can be written (a later change by a holder re-inserts it dirty)
       if (s.dirty) await this.writeBack(oldest, s, false);
-      this.slots.delete(oldest);
+      // a pin taken while it was being written keeps it
+      if (!s.pins) this.slots.delete(oldest);
     }
     this.slots.set(offset, slot);
     this.newest = offset;
+  }
+
+  private oldestUnpinned(): [number, Slot] | undefined {
+    for (const e of this.slots) if (!e[1].pins) return e;
+    return undefined;
   }
 
   private async writeBack(offset: number, s: Slot, copy = true): Promise<void> {

@@ -143,7 +143,24 @@ export class MetadataWriter {
    * (copied flag set, zero flag clear): what setEntry would write one by one, in one pass.
    */
   async setDataRun(l2off: number, idx: number, count: number, host: number): Promise<void> {
-    const t = await this.map.l2Cache.get(l2off);
+    this.setDataRunIn(await this.map.l2Cache.get(l2off), l2off, idx, count, host);
+  }
+
+  /** The L2 table at `l2off`, held in the cache (not evicted) until releaseL2: see setDataRunIn. */
+  async holdL2(l2off: number): Promise<Uint8Array> {
+    await this.map.l2Cache.get(l2off);
+    return this.map.l2Cache.pin(l2off);
+  }
+
+  releaseL2(l2off: number): void {
+    this.map.l2Cache.unpin(l2off);
+  }
+
+  /**
+   * setDataRun into the array of a held table, without I/O (so without the layer's lock: a
+   * synchronous change cannot interleave with another operation's).
+   */
+  setDataRunIn(t: Uint8Array, l2off: number, idx: number, count: number, host: number): void {
     const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
     const cs = this.cs;
     for (let j = 0; j < count; j++) {

@@ -48,16 +48,43 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return this.p.loaded.backing;
   }
 
-  /** Run `fn` alone (writable images only; read-only images need no ordering). */
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` alone (writable images only; read-only images need no ordering). It also waits for
+   * the data in flight of earlier writes (see `landing`) that overlaps `range`, guest bytes
+   * [start, end), or for all of it when the operation gives no range.
+   */
+  private serial<T>(fn: () => Promise<T>, range?: readonly [number, number]): Promise<T> {
     if (this.p.readOnly) return fn();
     // after the last exclusive operation and after the reads started since it
     const readers = this.readers;
     this.readers = undefined;
     const before = readers ? Promise.all([this.lock, readers.done]) : this.lock;
-    const run = before.then(fn, fn);
+    const go = (): Promise<T> => (this.landing.size === 0 ? fn() : this.landed(range).then(fn));
+    const run = before.then(go, go);
     this.lock = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Whole-cluster writes to new clusters whose data is still being written: allocated, but their
+   * L2 entries are set only when the data has landed. The next operation need not wait for that
+   * (a convert's next request allocates and starts writing meanwhile); one that touches these
+   * guest bytes, or any operation without a range, waits.
+   */
+  private readonly landing = new Set<{ start: number; end: number; done: Promise<void> }>();
+
+  private async landed(range?: readonly [number, number]): Promise<void> {
+    for (;;) {
+      let wait: Promise<void> | undefined;
+      for (const w of this.landing) {
+        if (!range || (w.start < range[1] && range[0] < w.end)) {
+          wait = w.done;
+          break;
+        }
+      }
+      if (!wait) return;
+      await wait;
+    }
   }
 
   /** Reads running since the last exclusive operation was queued (the next one waits for them). */
@@ -69,9 +96,9 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
    * Only until the first write through this open: from then on the caches may hold dirty tables,
    * which a read's cache miss would write back, so reads are exclusive again.
    */
-  private shared<T>(fn: () => Promise<T>): Promise<T> {
+  private shared<T>(fn: () => Promise<T>, range: readonly [number, number]): Promise<T> {
     if (this.p.readOnly) return fn();
-    if (this.meta) return this.serial(fn);
+    if (this.meta) return this.serial(fn, range);
     if (!this.readers) {
       let resolve!: () => void;
       const done = new Promise<void>((r) => { resolve = r; });
@@ -250,11 +277,11 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
   }
 
   override read(buf: Uint8Array, offset: number): Promise<void> {
-    return this.shared(() => super.read(buf, offset));
+    return this.shared(() => super.read(buf, offset), [offset, offset + buf.length]);
   }
 
   override blockStatus(offset: number, length: number): Promise<LayerStatus> {
-    return this.shared(() => super.blockStatus(offset, length));
+    return this.shared(() => super.blockStatus(offset, length), [offset, offset + length]);
   }
 
   /** Only without writes: a writable image's status waits for the writes queued before it. */
@@ -269,19 +296,35 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     return meta;
   }
 
-  write(buf: Uint8Array, offset: number): Promise<void> {
-    return this.serial(async () => {
-      const meta = await this.guestWriter(offset, buf.length);
-      await this.writeData(meta, buf, offset);
-      if (meta.mustFlush) await meta.flush();
-    });
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    // blkdebug's rules count events in qemu's order: data lands before the next request there
+    const flying: Array<Promise<void>> | undefined = this.p.proto.debugEvent ? undefined : [];
+    let failed: unknown;
+    try {
+      await this.serial(async () => {
+        const meta = await this.guestWriter(offset, buf.length);
+        await this.writeData(meta, buf, offset, flying);
+        if (meta.mustFlush) await meta.flush();
+      }, [offset, offset + buf.length]);
+    } catch (e) {
+      failed = e;
+    }
+    // the caller's buffer is in use until all of its data has landed, even after a failure
+    if (flying && flying.length > 0) {
+      for (const r of await Promise.allSettled(flying)) if (r.status === 'rejected' && failed === undefined) failed = r.reason;
+    }
+    if (failed !== undefined) throw failed;
   }
 
-  private async writeData(meta: MetadataWriter, buf: Uint8Array, offset: number): Promise<void> {
+  /**
+   * `flying`: where fresh runs put their data writes instead of waiting for them (their L2 entries
+   * are set as each lands); absent, every write is waited for here.
+   */
+  private async writeData(meta: MetadataWriter, buf: Uint8Array, offset: number, flying?: Array<Promise<void>>): Promise<void> {
     const cs = this.p.map.geo.clusterSize;
     for (let done = 0; done < buf.length;) {
       const pos = offset + done;
-      const fresh = await this.writeFreshRun(meta, buf.subarray(done), pos);
+      const fresh = await this.writeFreshRun(meta, buf.subarray(done), pos, flying);
       if (fresh > 0) {
         done += fresh;
         continue;
@@ -303,7 +346,7 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
    * clusters and one write for all of them instead of a write per cluster; the same clusters and
    * entries writeInCluster would give one by one. Returns the bytes written (0: not applicable).
    */
-  private async writeFreshRun(meta: MetadataWriter, data: Uint8Array, pos: number): Promise<number> {
+  private async writeFreshRun(meta: MetadataWriter, data: Uint8Array, pos: number, flying?: Array<Promise<void>>): Promise<number> {
     const g = this.p.map.geo;
     const cs = g.clusterSize;
     if (g.extL2 || this.p.luks || this.p.data !== this.p.proto || pos % cs !== 0 || data.length < 2 * cs) return 0;
@@ -314,10 +357,39 @@ export class Qcow2Layer extends Qcow2Reader implements FormatLayer {
     const k = await meta.freshEntries(l2off, idx, max);
     if (k < 2) return 0;
     const run = await meta.alloc.allocateRun(k);
+    const bytes = run.count * cs;
+    if (flying) {
+      // held under the lock, before anything else can evict it
+      const table = await meta.holdL2(l2off);
+      this.land(meta, data.subarray(0, bytes), pos, { l2off, idx, table }, run, flying);
+      return bytes;
+    }
     this.p.proto.debugEvent?.('write_aio');
-    await this.p.proto.pwrite(data.subarray(0, run.count * cs), run.offset);
+    await this.p.proto.pwrite(data.subarray(0, bytes), run.offset);
     await meta.setDataRun(l2off, idx, run.count, run.offset);
-    return run.count * cs;
+    return bytes;
+  }
+
+  /**
+   * Write a fresh run's data without holding the lock; its L2 entries are set when it lands (so
+   * the table never points at clusters not yet written), from the table held in the cache until
+   * then. A crash meanwhile leaks the allocated clusters, which check -r leaks repairs.
+   */
+  private land(meta: MetadataWriter, data: Uint8Array, pos: number, l2: { l2off: number; idx: number; table: Uint8Array },
+    run: { offset: number; count: number }, flying: Array<Promise<void>>): void {
+    const entry = { start: pos, end: pos + data.length, done: Promise.resolve() };
+    const write = (async (): Promise<void> => {
+      try {
+        await this.p.proto.pwrite(data, run.offset);
+        meta.setDataRunIn(l2.table, l2.l2off, l2.idx, run.count, run.offset);
+      } finally {
+        meta.releaseL2(l2.l2off);
+        this.landing.delete(entry);
+      }
+    })();
+    entry.done = write.catch(() => undefined);
+    this.landing.add(entry);
+    flying.push(write);
   }
 
   /**
