@@ -5,7 +5,7 @@
  * `info` or `check`. The errors are node:fs's own (code, errno, syscall, path), the same as
  * fs/promises rejects with, so fromSystemError() maps them the same way.
  */
-import { close, fdatasync, fstat, ftruncate, open, read, realpath, stat, write, type Stats } from 'node:fs';
+import { close, fdatasync, fstat, ftruncate, open, read, realpath, rm, stat, write, type Stats } from 'node:fs';
 
 type Callback<T> = (err: NodeJS.ErrnoException | null, value: T) => void;
 
@@ -51,4 +51,9 @@ export function statPath(path: string): Promise<Stats> {
 
 export function realpathOf(path: string): Promise<string> {
   return call((cb) => realpath(path, cb));
+}
+
+/** Remove a file; a missing one is not an error. */
+export function removeFile(path: string): Promise<void> {
+  return call<void>((cb) => rm(path, { force: true }, (err) => cb(err, undefined)));
 }
