@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
+import type * as fs from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
@@ -20,7 +20,7 @@ const O_DSYNC = 0o10000;
  * syncBuiltinESMExports() hands the counting one to the modules that imported it by name.
  */
 async function countDatasyncs(fn: () => Promise<void>): Promise<number> {
-  const nodeFs = fs.default as { fdatasync: typeof fs.fdatasync };
+  const nodeFs = process.getBuiltinModule('node:fs') as { fdatasync: typeof fs.fdatasync };
   const orig = nodeFs.fdatasync;
   let n = 0;
   nodeFs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => { n++; orig(fd, cb); }) as typeof fs.fdatasync;
