@@ -106,6 +106,38 @@ for (const input of Object.keys(result.metafile.inputs)) {
   if (rest.includes('import.meta')) fail(`${input} uses import.meta in a way this script does not know to work from the bundle: check it and add it to IMPORT_META_OK`);
 }
 
+// Builtin imports become process.getBuiltinModule() calls. An ES import of a builtin makes Node
+// build its ESM facade, which reads every export: for node:fs that runs the lazy getters of
+// fs.promises (readline, the REPL history) and the stream classes, ~35 modules `info` never uses
+// (and node:util's likewise). A chunk's imports are at its top, so the constants exist before any
+// of its code runs; only a cycle between chunks could run code earlier, and the build fails on one.
+// The rewrite keeps the line count, so the source maps stay right.
+const BUILTIN_IMPORT = /^import (\{[^}\n]*\}|\* as [\w$]+|[\w$]+) from "(node:[\w/]+)";$/gm;
+function builtinsToGetBuiltinModule(file) {
+  const text = readFileSync(file, 'utf8');
+  const out = text.replace(BUILTIN_IMPORT, (_, what, id) => {
+    const binding = what.startsWith('{') ? what.replace(/\s+as\s+/g, ': ') : what.replace(/^\* as /, '');
+    return `const ${binding} = process.getBuiltinModule("${id}");`;
+  });
+  const left = out.match(/^(import|export)\b[^\n]*"node:[^\n]*$/m);
+  if (left) fail(`${relative(tmp, file)}: a builtin import this script does not rewrite: ${left[0]}`);
+  if (out !== text) writeFileSync(file, out);
+}
+const chunkImports = new Map();
+for (const [out, o] of Object.entries(outputs)) {
+  if (!out.endsWith('.mjs')) continue;
+  builtinsToGetBuiltinModule(resolve(root, out));
+  chunkImports.set(out, o.imports.filter((i) => !i.external && i.kind === 'import-statement').map((i) => i.path));
+}
+const done = new Set();
+function noCycle(chunk, path) {
+  if (path.includes(chunk)) fail(`chunks import each other in a cycle: ${[...path.slice(path.indexOf(chunk)), chunk].join(' -> ')}`);
+  if (done.has(chunk)) return;
+  for (const next of chunkImports.get(chunk) ?? []) noCycle(next, [...path, chunk]);
+  done.add(chunk);
+}
+for (const chunk of chunkImports.keys()) noCycle(chunk, []);
+
 for (const name of Object.keys(entries)) {
   if (name === 'cli') continue;
   const from = join(tmp, `${name}.mjs`);

@@ -34,13 +34,7 @@ compileCache();
 // it is read when the pool first starts, which is after this line
 process.env['UV_THREADPOOL_SIZE'] ??= String(Math.min(32, Math.max(4, availableParallelism())));
 
-// qemu-img ignores SIGPIPE: when its reader goes away (`qemu-img map ... | head`) its writes fail,
-// it finishes the command and exits with the command's status. Node reports the failed write as a
-// stream error, which would crash with a stack trace; drop the output the same way instead.
-process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-  if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') return;
-  throw e;
-});
+// stdout (and qemu-img's SIGPIPE behaviour on it) is set up by src/cli/context.ts, on first use
 
 const { main } = await import('./cli/main.js');
 main(process.argv.slice(2)).then(

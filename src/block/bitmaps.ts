@@ -4,7 +4,6 @@
  * bitmaps cover the same guest size. Formats store bitmaps through `FormatLayer.bitmaps` and only
  * add their own limits. Errors carry qemu's cause text; commands add "Operation ... failed: ".
  */
-import { randomInt } from 'node:crypto';
 import type { BitmapOps, PersistentBitmap } from './driver.js';
 import { VdiskError } from './errors.js';
 import type { Image } from './image.js';
@@ -21,7 +20,8 @@ const nodeNames = new WeakMap<Image, string>();
 export function nodeName(img: Image): string {
   let n = nodeNames.get(img);
   if (!n) {
-    n = `#block1${String(randomInt(100)).padStart(2, '0')}`;
+    // node:crypto loads only here: its load is tens of milliseconds of every command's start-up
+    n = `#block1${String(process.getBuiltinModule('node:crypto').randomInt(100)).padStart(2, '0')}`;
     nodeNames.set(img, n);
   }
   return n;

@@ -2,9 +2,9 @@
  * Opening images: protocol, format (given or probed), and the backing chain below, with a depth
  * budget and loop detection by host file identity.
  */
-import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { VdiskError, fromSystemError } from './errors.js';
+import { realpathOf, statPath } from './host-fs.js';
 import { combinePaths, hostPath } from './filenames.js';
 import type { FormatDriver, OpenContext, SecretStore } from './driver.js';
 import { Image, MutableBackingReader, setProbedRawGuard } from './image.js';
@@ -170,7 +170,7 @@ async function blkdebugFileProtocol(filename: string, readOnly: boolean, options
 
 /** qemu's host_device driver takes block and character devices only. */
 async function requireDevice(filename: string): Promise<void> {
-  const st = await stat(filename);
+  const st = await statPath(filename);
   if (!st.isBlockDevice() && !st.isCharacterDevice()) {
     throw new VdiskError('invalid-argument', 'NOT_A_DEVICE', `'host_device' driver requires '${filename}' to be either a character or block device`, { path: filename });
   }
@@ -297,10 +297,10 @@ export function resolveBackingName(overlayFilename: string, backing: string): st
 
 async function fileIdentity(filename: string): Promise<string> {
   try {
-    const st = await stat(filename);
+    const st = await statPath(filename);
     return `${st.dev}:${st.ino}`;
   } catch {
-    return await realpath(filename).catch(() => filename);
+    return await realpathOf(filename).catch(() => filename);
   }
 }
 

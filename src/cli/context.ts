@@ -2,6 +2,7 @@
  * What a command sees of the process: its program name (for qemu-img's message prefix), the
  * output streams, and error helpers with qemu-img's wording. Commands return their exit code.
  */
+import { fstatSync, writeSync } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
 
 export interface Cli {
@@ -29,21 +30,79 @@ export interface Cli {
 
 export type CommandFn = (args: string[], cli: Cli) => Promise<number>;
 
-export function makeCli(prog: string): Cli {
-  const cli: Cli = {
-    prog,
-    isTTY: Boolean(process.stdout.isTTY),
-    out: (s) => {
-      process.stdout.write(s);
-    },
-    outBytes: (b) => process.stdout.write(b),
-    drain: () => new Promise<void>((resolve) => {
-      const s = process.stdout;
+/**
+ * process.stdout with qemu-img's SIGPIPE behaviour: when its reader goes away (`qemu-img map ... |
+ * head`) its writes fail, it finishes the command and exits with the command's status. Node
+ * reports the failed write as a stream error, which would crash with a stack trace; the output is
+ * dropped the same way instead.
+ */
+function stdoutStream(): NodeJS.WriteStream {
+  const s = process.stdout;
+  if (s.listenerCount('error') === 0) {
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') return;
+      throw e;
+    });
+  }
+  return s;
+}
+
+/**
+ * stdout as a plain descriptor while it is a file, a pipe or a socket. Node writes to those
+ * synchronously anyway (a file through writeSync, a pipe or socket in blocking mode), but creating
+ * process.stdout loads the stream modules, a noticeable part of a short command's start-up. A
+ * terminal, a device such as /dev/null, or a pipe left non-blocking by another process (a write
+ * that would block: EAGAIN) goes through process.stdout from then on.
+ */
+class Stdout {
+  private direct: boolean;
+  /** The reader went away (EPIPE): the rest of the output is dropped, as qemu-img's writes fail. */
+  private broken = false;
+
+  constructor() {
+    let direct = false;
+    try {
+      const st = fstatSync(1);
+      direct = st.isFile() || st.isFIFO() || st.isSocket();
+    } catch {
+      // no descriptor 1: let process.stdout deal with it
+    }
+    this.direct = direct;
+  }
+
+  get isTTY(): boolean {
+    return !this.direct && Boolean(stdoutStream().isTTY);
+  }
+
+  write(data: string | Uint8Array): boolean {
+    if (!this.direct) return stdoutStream().write(data);
+    if (this.broken) return true;
+    const b = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    let done = 0;
+    try {
+      while (done < b.length) done += writeSync(1, b, done, b.length - done);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EPIPE') {
+        this.broken = true;
+        return true;
+      }
+      if (code !== 'EAGAIN') throw e;
+      this.direct = false;
+      return stdoutStream().write(b.subarray(done));
+    }
+    return true;
+  }
+
+  drain(): Promise<void> {
+    if (this.direct) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const s = stdoutStream();
       if (!s.writableNeedDrain || s.destroyed) {
         resolve();
         return;
       }
-      // a reader that went away fails the stream instead (cli.ts drops that error): go on then too
+      // a reader that went away fails the stream instead (its error is dropped): go on then too
       const done = (): void => {
         s.off('drain', done);
         s.off('error', done);
@@ -53,7 +112,20 @@ export function makeCli(prog: string): Cli {
       s.on('drain', done);
       s.on('error', done);
       s.on('close', done);
-    }),
+    });
+  }
+}
+
+export function makeCli(prog: string): Cli {
+  const stdout = new Stdout();
+  const cli: Cli = {
+    prog,
+    isTTY: stdout.isTTY,
+    out: (s) => {
+      stdout.write(s);
+    },
+    outBytes: (b) => stdout.write(b),
+    drain: () => stdout.drain(),
     errRaw: (s) => {
       process.stderr.write(s);
     },

@@ -5,9 +5,9 @@
  * the base when the top is larger, and empties the top afterwards when the base is its immediate
  * backing file and -d was not given, as qemu-img does.
  */
-import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Cli } from '../cli/context.js';
+import { realpathOf, statPath } from '../block/host-fs.js';
 import { getopt } from '../cli/getopt.js';
 import { IMAGE_OPTS_AND_FORMAT, newImageArgs, openForCommand } from '../cli/imageargs.js';
 import { printHelp } from '../cli/common.js';
@@ -27,10 +27,10 @@ const COMMIT_CHUNK = 4 << 20;
 
 async function identity(path: string): Promise<string> {
   try {
-    const st = await stat(path);
+    const st = await statPath(path);
     return `${st.dev}:${st.ino}`;
   } catch {
-    return await realpath(path).catch(() => resolve(path));
+    return await realpathOf(path).catch(() => resolve(path));
   }
 }
 

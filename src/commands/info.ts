@@ -9,8 +9,8 @@ import { qdictOrder, qjsonCompact, qjsonPretty } from '../cli/qjson.js';
 import { parseImageSpec } from '../cli/optstr.js';
 import { resolveBackingName } from '../block/open.js';
 import { VdiskError } from '../block/errors.js';
+import { statPath } from '../block/host-fs.js';
 import type { JsonValue } from '../block/driver.js';
-import { stat } from 'node:fs/promises';
 import { MAX_BACKING_CHAIN_DEPTH } from '../block/limits.js';
 import { parseOutputFormat, printHelp } from '../cli/common.js';
 
@@ -99,7 +99,7 @@ export default async function info(argv: string[], cli: Cli): Promise<number> {
     }
     let id = '';
     try {
-      const st = await stat(img.filename);
+      const st = await statPath(img.filename);
       id = `${st.dev}:${st.ino}`;
     } catch {
       id = img.filename;

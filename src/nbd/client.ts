@@ -4,8 +4,7 @@
  * to MAX_CONNECTIONS. Requests larger than the server's maximum are split; block status replies
  * are kept so a walk over the disk asks once per reply rather than once per extent.
  */
-import { lookup } from 'node:dns/promises';
-import { createConnection, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { VdiskError, strerror } from '../block/errors.js';
 import type { NbdTarget } from './address.js';
 import {
@@ -36,6 +35,9 @@ function addressText(t: NbdTarget): string {
 }
 
 async function openSocket(t: NbdTarget, reader: SocketReader): Promise<Socket> {
+  // node:net and node:dns/promises (8 builtin modules with their dependencies) load on the first
+  // connection: imported at the top, a one-file bundle would load them for every command
+  const { createConnection } = process.getBuiltinModule('node:net');
   const s = t.server;
   const where = addressText(t);
   let opts: { path: string } | { host: string; port: number };
@@ -46,7 +48,7 @@ async function openSocket(t: NbdTarget, reader: SocketReader): Promise<Socket> {
       throw new VdiskError('invalid-argument', 'EAI_SERVICE', `address resolution failed for ${where}: Servname not supported for ai_socktype`);
     }
     try {
-      await lookup(s.host);
+      await process.getBuiltinModule('node:dns/promises').lookup(s.host);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'ENOTFOUND';
       throw new VdiskError('not-found', 'EAI_NONAME', `address resolution failed for ${where}: ${EAI_MESSAGES[code] ?? EAI_MESSAGES['ENOTFOUND']!}`);

@@ -15,8 +15,9 @@
  * "write_aio" before guest data requests, qcow2 "cluster_free" when it gives clusters back. A rule naming an event no vdisk format signals is
  * refused by name rather than silently never firing.
  */
-import { open } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import { VdiskError } from '../block/errors.js';
+import { closeFd, openFd, readFd } from '../block/host-fs.js';
 import type { Preallocation, Protocol, ProtocolExtent } from './types.js';
 
 export type BlkdebugIoType = 'read' | 'write' | 'write-zeroes' | 'discard' | 'flush' | 'block-status';
@@ -233,12 +234,12 @@ export function parseBlkdebugName(name: string): { config: string; file: string 
 export const MAX_BLKDEBUG_CONFIG_BYTES = 1 << 20;
 
 async function readBounded(path: string): Promise<string> {
-  const fh = await open(path, 'r');
+  const fd = await openFd(path, fsConstants.O_RDONLY, 0o666);
   try {
     const buf = Buffer.alloc(MAX_BLKDEBUG_CONFIG_BYTES + 1);
     let n = 0;
     while (n < buf.length) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      const bytesRead = await readFd(fd, buf, n, buf.length - n, null);
       if (bytesRead === 0) break;
       n += bytesRead;
     }
@@ -248,7 +249,7 @@ async function readBounded(path: string): Promise<string> {
     }
     return buf.subarray(0, n).toString('utf8');
   } finally {
-    await fh.close();
+    await closeFd(fd);
   }
 }
 

@@ -1,10 +1,12 @@
 /**
- * The `file` protocol: a host file through fs/promises, with holes reported via SEEK_DATA/SEEK_HOLE
- * and preallocation via fallocate when the optional native helper (src/protocols/native.ts) loaded.
+ * The `file` protocol: a host file descriptor through node:fs's callback calls (src/block/host-fs.ts:
+ * not fs/promises, whose load is a noticeable part of a short command's start-up), with holes
+ * reported via SEEK_DATA/SEEK_HOLE and preallocation via fallocate when the optional native helper
+ * (src/protocols/native.ts) loaded.
  */
-import { constants as fsConstants, readSync } from 'node:fs';
-import { open as fsOpen, stat as fsStat, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants, readSync, type Stats } from 'node:fs';
 import { VdiskError, fromSystemError } from '../block/errors.js';
+import { closeFd, fdatasyncFd, fstatFd, ftruncateFd, openFd, readFd, statPath, writeFd } from '../block/host-fs.js';
 import type { CacheMode, Preallocation, Protocol, ProtocolExtent } from './types.js';
 import { native } from './native.js';
 import { applyFileLocks, type FilePerms, type LockingMode } from './file-lock.js';
@@ -38,61 +40,89 @@ function openFlags(opts: FileOpenOptions): number {
 export class FileProtocol implements Protocol {
   readonly protocol = 'file';
   private closed = false;
+  /**
+   * Calls in flight on the descriptor. close() waits for them (as a FileHandle did), so a queued
+   * read or write never runs on the number after it was closed and perhaps reused by another open.
+   */
+  private inFlight = 0;
+  private idle: (() => void) | undefined;
 
   private constructor(
     readonly filename: string,
     readonly readOnly: boolean,
-    private readonly fh: FileHandle,
+    /** -1 once closed. */
+    private fdNum: number,
     /** cache=unsafe: flushes are not passed to the host. */
     private readonly noFlush: boolean,
   ) {}
 
   static async open(filename: string, opts: FileOpenOptions): Promise<FileProtocol> {
-    let fh: FileHandle;
+    let fd: number;
     try {
-      fh = await fsOpen(filename, openFlags(opts), 0o666);
+      fd = await openFd(filename, openFlags(opts), 0o666);
     } catch (e) {
       throw fromSystemError(e, `Could not ${opts.create ? 'create' : 'open'} '${filename}'`, { path: filename, op: opts.create ? 'create' : 'open' });
     }
     try {
-      const st = await fh.stat();
+      const st = await fstatFd(fd);
       if (!st.isFile() && !st.isBlockDevice() && !st.isCharacterDevice()) {
         throw new VdiskError('invalid-argument', 'NOT_REGULAR_FILE',
           `'file' driver requires '${filename}' to be a regular file`, { path: filename, op: 'open' });
       }
-      if (opts.lock) applyFileLocks(fh.fd, filename, opts.lock.perms, opts.lock.mode, opts.lock.warn);
-      if (opts.create && st.isFile()) await fh.truncate(0);
+      if (opts.lock) applyFileLocks(fd, filename, opts.lock.perms, opts.lock.mode, opts.lock.warn);
+      if (opts.create && st.isFile()) await ftruncateFd(fd, 0);
     } catch (e) {
-      await fh.close().catch(() => undefined);
+      await closeFd(fd).catch(() => undefined);
       throw e instanceof VdiskError ? e : fromSystemError(e, `Could not ${opts.create ? 'create' : 'open'} '${filename}'`, { path: filename });
     }
-    return new FileProtocol(filename, opts.readOnly, fh, opts.cache === 'unsafe');
+    return new FileProtocol(filename, opts.readOnly, fd, opts.cache === 'unsafe');
   }
 
   /** Take image locks once the format (and so the permissions) is known; see file-lock.ts. */
   lock(perms: FilePerms, mode: LockingMode, warn?: (text: string) => void): void {
-    applyFileLocks(this.fh.fd, this.filename, perms, mode, warn);
+    applyFileLocks(this.fdNum, this.filename, perms, mode, warn);
   }
 
-  /** The OS file descriptor, for the copy engine's copy_file_range fast path. */
+  /** The OS file descriptor, for the copy engine's copy_file_range fast path; -1 once closed. */
   get fd(): number {
-    return this.fh.fd;
+    return this.fdNum;
+  }
+
+  /** Start a call on the descriptor (which throws once it is closed); `settle()` when it is done. */
+  private begin(syscall: string): number {
+    if (this.closed) throw closedError(syscall);
+    this.inFlight++;
+    return this.fdNum;
+  }
+
+  private settle(): void {
+    if (--this.inFlight === 0) this.idle?.();
   }
 
   async pread(buf: Uint8Array, offset: number): Promise<void> {
-    let done = 0;
-    while (done < buf.length) {
-      let n: number;
-      try {
-        ({ bytesRead: n } = await this.fh.read(buf, done, buf.length - done, offset + done));
-      } catch (e) {
-        throw this.readFailed(e, offset + done);
+    let fd: number;
+    try {
+      fd = this.begin('read');
+    } catch (e) {
+      throw this.readFailed(e, offset);
+    }
+    try {
+      let done = 0;
+      while (done < buf.length) {
+        let n: number;
+        try {
+          n = await readFd(fd, buf, done, buf.length - done, offset + done);
+        } catch (e) {
+          throw this.readFailed(e, offset + done);
+        }
+        if (n === 0) {
+          buf.fill(0, done);
+          return;
+        }
+        done += n;
       }
-      if (n === 0) {
-        buf.fill(0, done);
-        return;
-      }
-      done += n;
+    } finally {
+      this.settle();
     }
   }
 
@@ -106,7 +136,7 @@ export class FileProtocol implements Protocol {
     while (done < buf.length) {
       let n: number;
       try {
-        n = readSync(this.fh.fd, buf, done, buf.length - done, offset + done);
+        n = readSync(this.fdNum, buf, done, buf.length - done, offset + done);
       } catch (e) {
         throw this.readFailed(e, offset + done);
       }
@@ -120,20 +150,43 @@ export class FileProtocol implements Protocol {
 
   async pwrite(buf: Uint8Array, offset: number): Promise<void> {
     if (this.readOnly) throw readOnlyError(this.filename);
-    let done = 0;
-    while (done < buf.length) {
-      try {
-        const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, offset + done);
-        done += bytesWritten;
-      } catch (e) {
-        throw fromSystemError(e, `error while writing at byte ${offset + done}`, { path: this.filename, offset: offset + done, op: 'write' });
+    let fd: number;
+    try {
+      fd = this.begin('write');
+    } catch (e) {
+      throw this.writeFailed(e, offset);
+    }
+    try {
+      let done = 0;
+      while (done < buf.length) {
+        try {
+          done += await writeFd(fd, buf, done, buf.length - done, offset + done);
+        } catch (e) {
+          throw this.writeFailed(e, offset + done);
+        }
       }
+    } finally {
+      this.settle();
+    }
+  }
+
+  private writeFailed(e: unknown, at: number): Error {
+    return fromSystemError(e, `error while writing at byte ${at}`, { path: this.filename, offset: at, op: 'write' });
+  }
+
+  /** fstat of the descriptor (a closed one rejects with EBADF, as a FileHandle's did). */
+  private async fstat(): Promise<Stats> {
+    const fd = this.begin('fstat');
+    try {
+      return await fstatFd(fd);
+    } finally {
+      this.settle();
     }
   }
 
   async size(): Promise<number> {
-    const st = await this.fh.stat();
-    if (st.isBlockDevice() && native) return native.blockDeviceSize(this.fh.fd);
+    const st = await this.fstat();
+    if (st.isBlockDevice() && native) return native.blockDeviceSize(this.fdNum);
     return st.size;
   }
 
@@ -141,13 +194,18 @@ export class FileProtocol implements Protocol {
     if (this.readOnly) throw readOnlyError(this.filename);
     const old = await this.size();
     try {
-      await this.fh.truncate(size);
+      const fd = this.begin('ftruncate');
+      try {
+        await ftruncateFd(fd, size);
+      } finally {
+        this.settle();
+      }
     } catch (e) {
       throw fromSystemError(e, `Could not resize file`, { path: this.filename, op: 'truncate' });
     }
     if (size <= old || prealloc === 'off' || prealloc === 'metadata') return;
     if (prealloc === 'falloc' && native) {
-      native.fallocate(this.fh.fd, 0, old, size - old);
+      native.fallocate(this.fdNum, 0, old, size - old);
       return;
     }
     // 'full' (and 'falloc' without fallocate): write real zeros, as qemu does for full.
@@ -159,7 +217,12 @@ export class FileProtocol implements Protocol {
   async flush(): Promise<void> {
     if (this.readOnly || this.noFlush) return;
     try {
-      await this.fh.datasync();
+      const fd = this.begin('fdatasync');
+      try {
+        await fdatasyncFd(fd);
+      } finally {
+        this.settle();
+      }
     } catch (e) {
       throw fromSystemError(e, 'Failed to flush', { path: this.filename, op: 'flush' });
     }
@@ -168,17 +231,20 @@ export class FileProtocol implements Protocol {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.fh.close();
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    const fd = this.fdNum;
+    this.fdNum = -1;
+    await closeFd(fd);
   }
 
   async allocatedSize(): Promise<number | undefined> {
-    const st = await this.fh.stat();
+    const st = await this.fstat();
     return st.blocks * 512;
   }
 
   async extent(offset: number, length: number): Promise<ProtocolExtent> {
     if (!native) return { length, data: true };
-    const r = native.extent(this.fh.fd, offset, length);
+    const r = native.extent(this.fdNum, offset, length);
     return { length: Math.min(length, r.length), data: r.data };
   }
 
@@ -186,7 +252,7 @@ export class FileProtocol implements Protocol {
     if (this.readOnly) throw readOnlyError(this.filename);
     if (native) {
       try {
-        if (native.zeroRange(this.fh.fd, offset, length, punch)) return;
+        if (native.zeroRange(this.fdNum, offset, length, punch)) return;
       } catch {
         // fall through to writing zeros: some file systems support neither operation
       }
@@ -200,12 +266,17 @@ export class FileProtocol implements Protocol {
     if (this.readOnly) throw readOnlyError(this.filename);
     if (native) {
       try {
-        native.zeroRange(this.fh.fd, offset, length, true);
+        native.zeroRange(this.fdNum, offset, length, true);
       } catch {
         // discard is advisory
       }
     }
   }
+}
+
+/** What a FileHandle's call rejected with once it was closed. */
+function closedError(syscall: string): Error {
+  return Object.assign(new Error('file closed'), { code: 'EBADF', syscall });
 }
 
 function readOnlyError(filename: string): VdiskError {
@@ -215,7 +286,7 @@ function readOnlyError(filename: string): VdiskError {
 /** stat() that maps errors like qemu-img's messages; used before opening. */
 export async function fileExists(filename: string): Promise<boolean> {
   try {
-    await fsStat(filename);
+    await statPath(filename);
     return true;
   } catch {
     return false;

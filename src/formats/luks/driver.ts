@@ -9,8 +9,8 @@
  * info, resize, measure, key-slot amend. Not supported: LUKS2, ciphers other than AES (qemu's
  * build also has serpent, twofish and cast5-128; vdisk refuses them by name), detached headers.
  */
-import { rm } from 'node:fs/promises';
 import { VdiskError } from '../../block/errors.js';
+import { removeFile } from '../../block/host-fs.js';
 import type {
   CreateContext, CreateOptionSpec, FormatDriver, FormatLayer, LayerInfo, LayerStatus, MeasureInput, MeasureResult,
   OpenContext, TruncateOptions,
@@ -140,7 +140,7 @@ async function createLuks(ctx: CreateContext): Promise<void> {
   } catch (e) {
     // as qemu's luks create, a failed volume is not left behind (even where a file existed)
     await proto.close();
-    await rm(ctx.filename, { force: true }).catch(() => undefined);
+    await removeFile(ctx.filename).catch(() => undefined);
     throw e;
   }
   await proto.close();

@@ -4,8 +4,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type * as fs from 'node:fs';
 import { readFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { FileProtocol } from '../../../dist/protocols/file.js';
 import { parseCacheMode, type CacheMode } from '../../../dist/protocols/types.js';
@@ -14,15 +15,17 @@ import { scratch } from '../../helpers/oracle.ts';
 const dir = scratch('vdisk-cache-');
 const O_DSYNC = 0o10000;
 
-/** Count the fdatasync calls FileHandles make while `fn` runs. */
+/**
+ * Count the fdatasync calls made while `fn` runs. The file protocol calls node:fs's fdatasync;
+ * syncBuiltinESMExports() hands the counting one to the modules that imported it by name.
+ */
 async function countDatasyncs(fn: () => Promise<void>): Promise<number> {
-  const probe = await open(join(dir, 'probe'), 'w');
-  const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
-  await probe.close();
-  const orig = proto.datasync;
+  const nodeFs = process.getBuiltinModule('node:fs') as { fdatasync: typeof fs.fdatasync };
+  const orig = nodeFs.fdatasync;
   let n = 0;
-  proto.datasync = function (this: unknown) { n++; return orig.call(this); };
-  try { await fn(); } finally { proto.datasync = orig; }
+  nodeFs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => { n++; orig(fd, cb); }) as typeof fs.fdatasync;
+  syncBuiltinESMExports();
+  try { await fn(); } finally { nodeFs.fdatasync = orig; syncBuiltinESMExports(); }
   return n;
 }
 
