@@ -43,6 +43,36 @@ export class StdoutStream {
     }
   }
 
+  /**
+   * For text encoded in place: the slab, with room for `n` more bytes from `at()`; write them
+   * there and call `commit(end)`. UTF-8 only, as write() would encode it.
+   */
+  reserve(n: number): Buffer {
+    if (this.pos + n > this.slab.length) this.newSlab(n);
+    return this.slab;
+  }
+
+  /** Where reserve()'s bytes go. */
+  at(): number {
+    return this.pos;
+  }
+
+  /** The bytes from at() to `end` of the slab reserve() returned are text now (as write() of them). */
+  commit(end: number): void {
+    if (this.cli.isTTY) {
+      // a terminal gets what it is given at once, as write() does
+      this.decoder ??= new TextDecoder('utf-8');
+      this.cli.out(this.decoder.decode(this.slab.subarray(this.pos, end), { stream: true }));
+      return;
+    }
+    this.pos = end;
+    const full = this.pos - this.start - ((this.pos - this.start) % STDIO_BLOCK_BYTES);
+    if (full > 0) {
+      this.emit(this.slab.subarray(this.start, this.start + full));
+      this.start += full;
+    }
+  }
+
   /** stdout holds more than it wants: wait for `drain()` before writing much more. */
   get mustDrain(): boolean {
     return this.blocked;

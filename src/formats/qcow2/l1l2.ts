@@ -12,6 +12,7 @@
  */
 import { VdiskError } from '../../block/errors.js';
 import type { TableCache } from './l2-cache.js';
+import type { StatusRuns } from '../../block/status-runs.js';
 
 export type SubclusterType =
   | 'unallocated' // ask the backing file
@@ -45,6 +46,14 @@ export function geometry(clusterBits: number, extL2: boolean, version: number, h
     subclusterBits, subclusterSize: 2 ** subclusterBits, zeroFlag: version >= 3 && !extL2, hasDataFile,
   };
 }
+
+/** SubclusterType as a small number (ClusterMap.runsSync). */
+export const RUN_TYPE: Readonly<Record<SubclusterType, number>> = {
+  'unallocated': 0, 'unallocated-alloc': 1, 'zero-plain': 2, 'zero-alloc': 3, 'normal': 4, 'compressed': 5,
+};
+
+/** RUN_TYPE's codes back to the types. */
+export const RUN_TYPES: readonly SubclusterType[] = ['unallocated', 'unallocated-alloc', 'zero-plain', 'zero-alloc', 'normal', 'compressed'];
 
 /** One run of guest bytes with the same kind of mapping. */
 export interface Mapping {
@@ -167,15 +176,31 @@ export class ClusterMap {
     const l2off = this.l2Offset(l1i);
     const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
     const limit = Math.min(offset + max, (l1i + 1) * l2Span);
+    const r = this.run;
+    const end = this.scanRun(dv, offset, limit, l2off);
+    const m: Mapping = { type: r.type, length: end - offset };
+    if (r.host >= 0) m.hostOffset = r.host;
+    if (r.compressed) m.compressed = r.compressed;
+    return m;
+  }
+
+  /** The run scanRun found last: its type, host byte at its start (-1: none), compressed descriptor. */
+  private readonly run: ScannedEntry = { type: 'unallocated', end: 0, host: -1, compressed: undefined };
+
+  /** The end of the run at `offset` in the table `dv` (at `l2off`), at most `limit`; the run's kind into this.run. */
+  private scanRun(dv: DataView, offset: number, limit: number, l2off: number): number {
     const e = this.scan;
     this.entryAt(dv, offset, l2off, e);
     const type = e.type;
     const host = e.host;
-    const compressed = e.compressed;
+    const r = this.run;
+    r.type = type;
+    r.host = host;
+    r.compressed = e.compressed;
     let pos = e.end;
     if (type !== 'compressed') {
       // the long stretch of like clusters in one integer loop; what it stops at goes entry by entry
-      if (!g.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset));
+      if (!this.geo.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset));
       while (pos < limit) {
         this.entryAt(dv, pos, l2off, e);
         if (e.type !== type) break;
@@ -183,10 +208,43 @@ export class ClusterMap {
         pos = e.end;
       }
     }
-    const m: Mapping = { type, length: Math.min(pos, limit) - offset };
-    if (host >= 0) m.hostOffset = host;
-    if (compressed) m.compressed = compressed;
-    return m;
+    return Math.min(pos, limit);
+  }
+
+  /**
+   * lookupSync for many runs: consecutive runs from `offset` (at most `max` bytes, until
+   * `out.limit` runs) appended to `out` as RUN_TYPE codes in `flags`, host byte in `hosts` (-1:
+   * none); compressed runs carry no descriptor. Stops before the first L2 table that is not
+   * cached. Returns the bytes covered.
+   */
+  runsSync(offset: number, max: number, out: StatusRuns): number {
+    const g = this.geo;
+    const l2Span = 2 ** (g.l2Bits + g.clusterBits);
+    const end = offset + max;
+    const r = this.run;
+    let pos = offset;
+    while (pos < end && !out.full) {
+      let l1i = Math.floor(pos / l2Span);
+      const l2off = this.l2Offset(l1i);
+      if (l2off === 0) {
+        let runEnd = (l1i + 1) * l2Span;
+        while (runEnd < end && this.l2Offset(++l1i) === 0) runEnd += l2Span;
+        runEnd = Math.min(runEnd, end);
+        out.push(runEnd - pos, RUN_TYPE.unallocated, -1, 0);
+        pos = runEnd;
+        continue;
+      }
+      const table = this.l2Cache.peek(l2off);
+      if (!table) break;
+      const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
+      const limit = Math.min(end, (l1i + 1) * l2Span);
+      while (pos < limit && !out.full) {
+        const runEnd = this.scanRun(dv, pos, limit, l2off);
+        out.push(runEnd - pos, RUN_TYPE[r.type], r.host, 0);
+        pos = runEnd;
+      }
+    }
+    return pos - offset;
   }
 
   /**

@@ -9,7 +9,10 @@ import {
   AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, CRYPT_AES, CRYPT_LUKS, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
   INCOMPAT_DIRTY, INCOMPAT_EXTL2,
 } from './header.js';
-import { ClusterMap, hx, type Mapping } from './l1l2.js';
+import { ClusterMap, RUN_TYPE, RUN_TYPES, hx, type Mapping } from './l1l2.js';
+import {
+  RUN_ALLOCATED, RUN_COMPRESSED, RUN_DATA, RUN_HOST, RUN_NO_ASK_HOST, RUN_ZERO, type StatusRuns,
+} from '../../block/status-runs.js';
 import { decompressCluster } from './compress.js';
 import { snapshotInfo } from './snapshot.js';
 import { bitmapInfo } from './bitmap.js';
@@ -174,6 +177,36 @@ export class Qcow2Reader {
     return this.statusOf(m, this.preallocatedKnown);
   }
 
+  /**
+   * blockStatusSync for many runs at once (FormatLayer.blockStatusRunsSync). Read-only images
+   * only: a writable image's status waits for its queued writes (write.ts), which this cannot.
+   */
+  blockStatusRunsSync(offset: number, length: number, out: StatusRuns): number {
+    this.checkIo();
+    out.count = 0;
+    out.hostFile = this.p.dataFilePath;
+    const pre = this.preallocatedKnown;
+    if (pre === undefined || !this.p.readOnly) return 0;
+    const hit = this.cachedRun(offset, length);
+    if (hit) out.push(hit.length, RUN_TYPE[hit.type], hit.hostOffset ?? -1, 0);
+    const from = offset + (hit?.length ?? 0);
+    if (from < offset + length) this.p.map.runsSync(from, offset + length - from, out);
+    const n = out.count;
+    if (n === 0) return 0;
+    const { flags, hosts, lengths } = out;
+    // as blockStatusSync leaves it: the per-call path's next query may start inside the last run
+    const last: Mapping = { type: RUN_TYPES[flags[n - 1]!]!, length: lengths[n - 1]! };
+    if (hosts[n - 1]! >= 0) last.hostOffset = hosts[n - 1]!;
+    const plain = !this.p.luks;
+    let end = offset;
+    for (let i = 0; i < n; i++) {
+      end += lengths[i]!;
+      flags[i] = statusFlags(flags[i]!, plain, pre);
+    }
+    this.remember(end - last.length, last);
+    return n;
+  }
+
   private statusOf(m: Mapping, preallocated: boolean): LayerStatus {
     const plain = !this.p.luks;
     switch (m.type) {
@@ -276,5 +309,20 @@ export class Qcow2Reader {
 
   changeBacking(filename: string | null, format: string | null): Promise<void> {
     return changeBacking(this.p, filename, format);
+  }
+}
+
+/**
+ * statusOf's answer as RUN_* flags, for a RUN_TYPE code; the host offset stays where runsSync put
+ * it and counts where RUN_HOST is set (plain images: encrypted data has no place to show).
+ */
+function statusFlags(code: number, plain: boolean, preallocated: boolean): number {
+  switch (code) {
+    case RUN_TYPE['unallocated']: return 0;
+    case RUN_TYPE['unallocated-alloc']: return plain ? RUN_HOST : 0;
+    case RUN_TYPE['zero-plain']: return RUN_ALLOCATED | RUN_ZERO;
+    case RUN_TYPE['zero-alloc']: return RUN_ALLOCATED | RUN_ZERO | (plain ? RUN_HOST : 0);
+    case RUN_TYPE['normal']: return RUN_ALLOCATED | RUN_DATA | (plain ? RUN_HOST : 0) | (preallocated ? 0 : RUN_NO_ASK_HOST);
+    default: return RUN_ALLOCATED | RUN_DATA | RUN_COMPRESSED;
   }
 }
