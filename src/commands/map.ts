@@ -204,6 +204,8 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
   const w = new MapWriter(fmt, stdout);
   const runs = new StatusRuns(MAP_RUNS);
   let batch = true;
+  /** Where the chain last read ahead for the batch path (it is not asked twice for one offset). */
+  let prepared = -1;
   stdout.write(fmt === 'json' ? '[' : 'Offset          Length          Mapped to       File\n');
   for (let off = start; off < end;) {
     const len = Math.min(end - off, MAP_WINDOW_BYTES);
@@ -212,6 +214,11 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
     if (batch) {
       try {
         covered = img.chainStatusRunsSync(off, len, runs);
+        if (covered === 0 && prepared !== off) {
+          prepared = off;
+          await img.prepareChainStatusRuns(off, len);
+          covered = img.chainStatusRunsSync(off, len, runs);
+        }
       } catch {
         // the per-call path meets the failure again, after the entries before it went out
         batch = false;

@@ -188,7 +188,7 @@ export class ClusterMap {
   private readonly run: ScannedEntry = { type: 'unallocated', end: 0, host: -1, compressed: undefined };
 
   /** The end of the run at `offset` in the table `dv` (at `l2off`), at most `limit`; the run's kind into this.run. */
-  private scanRun(dv: DataView, offset: number, limit: number, l2off: number): number {
+  private scanRun(dv: DataView, offset: number, limit: number, l2off: number, words?: Int32Array): number {
     const e = this.scan;
     this.entryAt(dv, offset, l2off, e);
     const type = e.type;
@@ -200,7 +200,7 @@ export class ClusterMap {
     let pos = e.end;
     if (type !== 'compressed') {
       // the long stretch of like clusters in one integer loop; what it stops at goes entry by entry
-      if (!this.geo.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset));
+      if (!this.geo.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset), words);
       while (pos < limit) {
         this.entryAt(dv, pos, l2off, e);
         if (e.type !== type) break;
@@ -237,14 +237,36 @@ export class ClusterMap {
       const table = this.l2Cache.peek(l2off);
       if (!table) break;
       const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
+      const words = table.byteOffset % 4 === 0 ? new Int32Array(table.buffer, table.byteOffset, table.byteLength >> 2) : undefined;
       const limit = Math.min(end, (l1i + 1) * l2Span);
       while (pos < limit && !out.full) {
-        const runEnd = this.scanRun(dv, pos, limit, l2off);
+        const runEnd = this.scanRun(dv, pos, limit, l2off, words);
         out.push(runEnd - pos, RUN_TYPE[r.type], r.host, 0);
         pos = runEnd;
       }
     }
     return pos - offset;
+  }
+
+  /**
+   * Read into the cache the L2 tables runsSync would stop at, from `offset` on (at most `max`
+   * bytes, at most `tables` reads), so that the next runsSync goes further. A failure ends it
+   * silently: the lookups meet it again, in order.
+   */
+  async loadTables(offset: number, max: number, tables: number): Promise<void> {
+    const g = this.geo;
+    const l2Span = 2 ** (g.l2Bits + g.clusterBits);
+    const last = Math.min(Math.floor((offset + max - 1) / l2Span), this.l1Entries - 1);
+    try {
+      for (let i = Math.floor(offset / l2Span), n = 0; i <= last && n < tables; i++) {
+        const l2off = this.l2Offset(i);
+        if (l2off === 0 || this.l2Cache.peek(l2off)) continue;
+        await this.l2Cache.get(l2off);
+        n++;
+      }
+    } catch {
+      // left for the lookups
+    }
   }
 
   /**
@@ -255,7 +277,7 @@ export class ClusterMap {
    * is most of a sparse image's clusters: this is one loop over int32 entries, with no object per
    * cluster and no host offset in a double (both allocate before the optimizing compiler runs).
    */
-  private sameRun(dv: DataView, from: number, limit: number, type: SubclusterType, host: number): number {
+  private sameRun(dv: DataView, from: number, limit: number, type: SubclusterType, host: number, words?: Int32Array): number {
     const g = this.geo;
     const cs = g.clusterSize;
     const cb = g.clusterBits;
@@ -274,6 +296,14 @@ export class ClusterMap {
     const mask = (1 << g.l2Bits) - 1;
     let idx = Math.floor(from / cs) & mask;
     let pos = from;
+    if (words && type === 'unallocated') {
+      // entries that are all zero bits continue an unallocated run, whatever the byte order
+      const stop = 2 * (idx + Math.ceil((limit - pos) / cs));
+      let w = 2 * idx;
+      while (w < stop && (words[w]! | words[w + 1]!) === 0) w += 2;
+      pos += (w / 2 - idx) * cs;
+      idx = w / 2;
+    }
     for (; pos < limit; pos += cs, idx++) {
       const hi = dv.getInt32(idx * 8);
       const lo = dv.getInt32(idx * 8 + 4);

@@ -21,6 +21,9 @@ import type { Qcow2Crypto } from './crypto.js';
 import { changeBacking } from './backing-change.js';
 import { Refcounts, getRefcountEntry } from './refcount.js';
 
+/** L2 tables read ahead at a time for a batch status walk (prepareStatusRuns). */
+const PREPARE_TABLES = 64;
+
 export interface Qcow2Parts {
   path: string;
   proto: Protocol;
@@ -205,6 +208,15 @@ export class Qcow2Reader {
     }
     this.remember(end - last.length, last);
     return n;
+  }
+
+  /**
+   * FormatLayer.prepareStatusRuns: the next L2 tables, where reading them ahead cannot be seen
+   * (an image in a host file: no filter below counts its reads).
+   */
+  async prepareStatusRuns(offset: number, length: number): Promise<void> {
+    if (this.p.ioBlocked || !this.p.readOnly || !this.p.proto.preadSync) return;
+    await this.p.map.loadTables(offset, length, PREPARE_TABLES);
   }
 
   private statusOf(m: Mapping, preallocated: boolean): LayerStatus {
