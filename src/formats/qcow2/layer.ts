@@ -188,12 +188,15 @@ export class Qcow2Reader {
     this.checkIo();
     out.count = 0;
     out.hostFile = this.p.dataFilePath;
-    const pre = this.preallocatedKnown;
-    if (pre === undefined || !this.p.readOnly) return 0;
+    if (!this.p.readOnly) return 0;
     const hit = this.cachedRun(offset, length);
     if (hit) out.push(hit.length, RUN_TYPE[hit.type], hit.hostOffset ?? -1, 0);
     const from = offset + (hit?.length ?? 0);
     if (from < offset + length) this.p.map.runsSync(from, offset + length - from, out);
+    const pre = this.preallocatedKnown;
+    // the first data run decides looksPreallocated, through blockStatus: the runs before it go now
+    const firstData = pre === undefined ? out.flags.subarray(0, out.count).indexOf(RUN_TYPE['normal']) : -1;
+    if (firstData >= 0) out.count = firstData;
     const n = out.count;
     if (n === 0) return 0;
     const { flags, hosts, lengths } = out;
@@ -204,7 +207,7 @@ export class Qcow2Reader {
     let end = offset;
     for (let i = 0; i < n; i++) {
       end += lengths[i]!;
-      flags[i] = statusFlags(flags[i]!, plain, pre);
+      flags[i] = statusFlags(flags[i]!, plain, pre === true);
     }
     this.remember(end - last.length, last);
     return n;
