@@ -199,12 +199,6 @@ export interface FormatLayer {
    * 0: nothing without I/O, ask blockStatus. May throw what blockStatus would reject with.
    */
   blockStatusRunsSync?(offset: number, length: number, out: StatusRuns): number;
-  /**
-   * Read ahead what blockStatusRunsSync would stop at from `offset` (metadata tables), so its next
-   * call goes further; only where such a read is not observable (host files, not filters). A
-   * failed read is not reported: blockStatus meets it again where it belongs.
-   */
-  prepareStatusRuns?(offset: number, length: number): Promise<void>;
 }
 
 /** One persistent dirty bitmap as the image stores it. */

@@ -259,17 +259,6 @@ export class Image {
     return pos - offset;
   }
 
-  /**
-   * Where chainStatusRunsSync stopped at `offset`: let each layer of the chain read ahead what
-   * it needs (FormatLayer.prepareStatusRuns), so the next call goes further.
-   */
-  async prepareChainStatusRuns(offset: number, length: number): Promise<void> {
-    this.checkRequest(offset, length, 'block-status', false);
-    await this.layer.prepareStatusRuns?.(offset, length);
-    const below = this.backing;
-    if (below && offset < below.size) await below.prepareChainStatusRuns(offset, Math.min(length, below.size - offset));
-  }
-
   private allocatedStatus(st: LayerStatus, depth: number): ChainStatus {
     const r: ChainStatus = { length: st.length, present: true, zero: st.zero, data: st.data, depth };
     if (st.hostOffset !== undefined) r.hostOffset = st.hostOffset;

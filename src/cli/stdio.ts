@@ -26,7 +26,12 @@ export class StdoutStream {
   private blocked = false;
   private decoder: TextDecoder | undefined;
 
-  constructor(private readonly cli: Cli) {}
+  /**
+   * `heldBytes`: complete blocks may wait until this many bytes are held, and go out in one write
+   * (a long output costs a write per block otherwise); a caller that uses it calls
+   * `flushBlocks()` before it prints an error, so the order stays stdio's.
+   */
+  constructor(private readonly cli: Cli, private readonly heldBytes = 0) {}
 
   write(s: string): void {
     if (this.cli.isTTY) {
@@ -36,6 +41,11 @@ export class StdoutStream {
     // UTF-8 takes at most 3 bytes per UTF-16 unit
     if (this.pos + 3 * s.length > this.slab.length) this.newSlab(3 * s.length);
     this.pos += this.slab.write(s, this.pos, 'utf8');
+    if (this.pos - this.start > this.heldBytes) this.flushBlocks();
+  }
+
+  /** Write out the complete blocks held (what stdio would have written by now). */
+  flushBlocks(): void {
     const full = this.pos - this.start - ((this.pos - this.start) % STDIO_BLOCK_BYTES);
     if (full > 0) {
       this.emit(this.slab.subarray(this.start, this.start + full));
@@ -66,11 +76,7 @@ export class StdoutStream {
       return;
     }
     this.pos = end;
-    const full = this.pos - this.start - ((this.pos - this.start) % STDIO_BLOCK_BYTES);
-    if (full > 0) {
-      this.emit(this.slab.subarray(this.start, this.start + full));
-      this.start += full;
-    }
+    if (this.pos - this.start > this.heldBytes) this.flushBlocks();
   }
 
   /** stdout holds more than it wants: wait for `drain()` before writing much more. */

@@ -20,6 +20,8 @@ import { RUN_ALLOCATED, RUN_COMPRESSED, RUN_DATA, RUN_HOST, RUN_ZERO, StatusRuns
 const MAP_WINDOW_BYTES = 1 << 30;
 /** Chain runs asked for at a time (Image.chainStatusRunsSync). */
 const MAP_RUNS = 4096;
+/** Complete 4096-byte stdout blocks are written 16 at a time (StdoutStream's heldBytes). */
+const STDOUT_HELD_BYTES = 1 << 16;
 /** Bytes one entry takes at most in either format, its file name aside. */
 const ENTRY_BYTES = 256;
 
@@ -29,13 +31,23 @@ const ENTRY_FLAGS = RUN_ALLOCATED | RUN_ZERO | RUN_DATA;
 const ascii = (s: string): Uint8Array => Buffer.from(s, 'latin1');
 const J_START = ascii('{ "start": ');
 const J_LENGTH = ascii(', "length": ');
-const J_DEPTH = ascii(', "depth": ');
-const J_OFFSET = ascii(', "offset": ');
 const J_END = ascii('}');
 const J_NEXT = ascii('},\n');
-/** `, "present": …, "zero": …, "data": …` by the entry's three flag bits. */
-const J_FLAGS: Uint8Array[] = Array.from({ length: 8 }, (_, f) =>
-  ascii(`, "present": ${(f & RUN_ALLOCATED) !== 0}, "zero": ${(f & RUN_ZERO) !== 0}, "data": ${(f & RUN_DATA) !== 0}`));
+/** Depths with a ready-made middle part (jsonMiddle); deeper chains build theirs. */
+const J_DEPTHS = 16;
+const J_MIDDLE: Uint8Array[] = [];
+
+/** `, "depth": …, "present": …, "zero": …, "data": …` and `, "offset": ` when the entry has one. */
+function jsonMiddle(depth: number, flags: number): Uint8Array {
+  // an entry's flags are ENTRY_FLAGS and RUN_HOST: below 32
+  const key = depth * 32 + flags;
+  const ready = depth < J_DEPTHS ? J_MIDDLE[key] : undefined;
+  if (ready) return ready;
+  const b = ascii(`, "depth": ${depth}, "present": ${(flags & RUN_ALLOCATED) !== 0}, "zero": ${(flags & RUN_ZERO) !== 0}, `
+    + `"data": ${(flags & RUN_DATA) !== 0}${flags & RUN_HOST ? ', "offset": ' : ''}`);
+  if (depth < J_DEPTHS) J_MIDDLE[key] = b;
+  return b;
+}
 
 function put(buf: Uint8Array, at: number, bytes: Uint8Array): number {
   for (let i = 0; i < bytes.length; i++) buf[at + i] = bytes[i]!;
@@ -148,18 +160,15 @@ class MapWriter {
   }
 
   private json(last: boolean): void {
-    const buf = this.stdout.reserve(ENTRY_BYTES);
+    const buf = this.stdout.reserve(ENTRY_BYTES + 16 * this.depth);
     let p = put(buf, this.stdout.at(), J_START);
     p = putDecimal(buf, p, this.start);
     p = put(buf, p, J_LENGTH);
     p = putDecimal(buf, p, this.length);
-    p = put(buf, p, J_DEPTH);
-    p = putDecimal(buf, p, this.depth);
-    p = put(buf, p, J_FLAGS[this.flags & ENTRY_FLAGS]!);
-    if (this.flags & RUN_HOST) {
-      p = put(buf, p, J_OFFSET);
-      p = putDecimal(buf, p, this.offset);
-    }
+    const middle = jsonMiddle(this.depth, this.flags);
+    buf.set(middle, p);
+    p += middle.length;
+    if (this.flags & RUN_HOST) p = putDecimal(buf, p, this.offset);
     this.stdout.commit(put(buf, p, last ? J_END : J_NEXT));
   }
 
@@ -204,8 +213,6 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
   const w = new MapWriter(fmt, stdout);
   const runs = new StatusRuns(MAP_RUNS);
   let batch = true;
-  /** Where the chain last read ahead for the batch path (it is not asked twice for one offset). */
-  let prepared = -1;
   stdout.write(fmt === 'json' ? '[' : 'Offset          Length          Mapped to       File\n');
   for (let off = start; off < end;) {
     const len = Math.min(end - off, MAP_WINDOW_BYTES);
@@ -214,11 +221,6 @@ async function printMap(img: Image, start: number, end: number, fmt: OutputForma
     if (batch) {
       try {
         covered = img.chainStatusRunsSync(off, len, runs);
-        if (covered === 0 && prepared !== off) {
-          prepared = off;
-          await img.prepareChainStatusRuns(off, len);
-          covered = img.chainStatusRunsSync(off, len, runs);
-        }
       } catch {
         // the per-call path meets the failure again, after the entries before it went out
         batch = false;
@@ -317,12 +319,14 @@ export default async function mapCommand(argv: string[], cli: Cli): Promise<numb
   } catch (e) {
     return cli.fail(e);
   }
-  const stdout = new StdoutStream(cli);
+  const stdout = new StdoutStream(cli, STDOUT_HELD_BYTES);
   try {
     const end = Math.min(img.size, start + Math.min(maxLength, Number.MAX_SAFE_INTEGER - start));
     await printMap(img, start, end, fmt, stdout);
     return 0;
   } catch (e) {
+    // the blocks qemu's stdio would have written before the error
+    stdout.flushBlocks();
     return cli.fail(e);
   } finally {
     await img.close();

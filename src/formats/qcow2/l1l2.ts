@@ -214,10 +214,13 @@ export class ClusterMap {
   /**
    * lookupSync for many runs: consecutive runs from `offset` (at most `max` bytes, until
    * `out.limit` runs) appended to `out` as RUN_TYPE codes in `flags`, host byte in `hosts` (-1:
-   * none); compressed runs carry no descriptor. Stops before the first L2 table that is not
-   * cached. Returns the bytes covered.
+   * none); compressed runs carry no descriptor. An L2 table that is not cached is read with
+   * `readTable` (a blocking read of the image file) into one scratch table, not the cache: a walk
+   * over the whole image visits each table once, and caching them all made a map's memory grow
+   * with the image. Without `readTable` it stops before such a table. Returns the bytes covered.
+   * Only for images nothing writes to (the scratch copy would go stale).
    */
-  runsSync(offset: number, max: number, out: StatusRuns): number {
+  runsSync(offset: number, max: number, out: StatusRuns, readTable?: (buf: Uint8Array, offset: number) => void): number {
     const g = this.geo;
     const l2Span = 2 ** (g.l2Bits + g.clusterBits);
     const end = offset + max;
@@ -234,7 +237,7 @@ export class ClusterMap {
         pos = runEnd;
         continue;
       }
-      const table = this.l2Cache.peek(l2off);
+      const table = this.l2Cache.peek(l2off) ?? (readTable && this.scratchTable(l2off, readTable));
       if (!table) break;
       const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
       const words = table.byteOffset % 4 === 0 ? new Int32Array(table.buffer, table.byteOffset, table.byteLength >> 2) : undefined;
@@ -248,25 +251,17 @@ export class ClusterMap {
     return pos - offset;
   }
 
-  /**
-   * Read into the cache the L2 tables runsSync would stop at, from `offset` on (at most `max`
-   * bytes, at most `tables` reads), so that the next runsSync goes further. A failure ends it
-   * silently: the lookups meet it again, in order.
-   */
-  async loadTables(offset: number, max: number, tables: number): Promise<void> {
-    const g = this.geo;
-    const l2Span = 2 ** (g.l2Bits + g.clusterBits);
-    const last = Math.min(Math.floor((offset + max - 1) / l2Span), this.l1Entries - 1);
-    try {
-      for (let i = Math.floor(offset / l2Span), n = 0; i <= last && n < tables; i++) {
-        const l2off = this.l2Offset(i);
-        if (l2off === 0 || this.l2Cache.peek(l2off)) continue;
-        await this.l2Cache.get(l2off);
-        n++;
-      }
-    } catch {
-      // left for the lookups
+  /** runsSync's one table read outside the cache, and the host offset it was read from. */
+  private scratch: { table: Uint8Array; from: number } | undefined;
+
+  private scratchTable(l2off: number, readTable: (buf: Uint8Array, offset: number) => void): Uint8Array {
+    const s = this.scratch ??= { table: new Uint8Array(this.l2Cache.tableBytes), from: -1 };
+    if (s.from !== l2off) {
+      s.from = -1;
+      readTable(s.table, l2off);
+      s.from = l2off;
     }
+    return s.table;
   }
 
   /**

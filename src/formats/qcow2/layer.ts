@@ -21,9 +21,6 @@ import type { Qcow2Crypto } from './crypto.js';
 import { changeBacking } from './backing-change.js';
 import { Refcounts, getRefcountEntry } from './refcount.js';
 
-/** L2 tables read ahead at a time for a batch status walk (prepareStatusRuns). */
-const PREPARE_TABLES = 64;
-
 export interface Qcow2Parts {
   path: string;
   proto: Protocol;
@@ -180,6 +177,9 @@ export class Qcow2Reader {
     return this.statusOf(m, this.preallocatedKnown);
   }
 
+  /** How blockStatusRunsSync reads an L2 table the cache does not hold (null: it cannot, without I/O). */
+  private readTable: ((buf: Uint8Array, at: number) => void) | null | undefined;
+
   /**
    * blockStatusSync for many runs at once (FormatLayer.blockStatusRunsSync). Read-only images
    * only: a writable image's status waits for its queued writes (write.ts), which this cannot.
@@ -192,7 +192,13 @@ export class Qcow2Reader {
     const hit = this.cachedRun(offset, length);
     if (hit) out.push(hit.length, RUN_TYPE[hit.type], hit.hostOffset ?? -1, 0);
     const from = offset + (hit?.length ?? 0);
-    if (from < offset + length) this.p.map.runsSync(from, offset + length - from, out);
+    // tables not cached are read in place where that is a plain blocking read of a host file (not
+    // a filter's, whose rules count reads: those go through blockStatus and the cache, in order)
+    if (this.readTable === undefined) {
+      const proto = this.p.proto;
+      this.readTable = proto.preadSync ? (buf: Uint8Array, at: number): void => proto.preadSync!(buf, at) : null;
+    }
+    if (from < offset + length) this.p.map.runsSync(from, offset + length - from, out, this.readTable ?? undefined);
     const pre = this.preallocatedKnown;
     // the first data run decides looksPreallocated, through blockStatus: the runs before it go now
     const firstData = pre === undefined ? out.flags.subarray(0, out.count).indexOf(RUN_TYPE['normal']) : -1;
@@ -211,15 +217,6 @@ export class Qcow2Reader {
     }
     this.remember(end - last.length, last);
     return n;
-  }
-
-  /**
-   * FormatLayer.prepareStatusRuns: the next L2 tables, where reading them ahead cannot be seen
-   * (an image in a host file: no filter below counts its reads).
-   */
-  async prepareStatusRuns(offset: number, length: number): Promise<void> {
-    if (this.p.ioBlocked || !this.p.readOnly || !this.p.proto.preadSync) return;
-    await this.p.map.loadTables(offset, length, PREPARE_TABLES);
   }
 
   private statusOf(m: Mapping, preallocated: boolean): LayerStatus {
@@ -272,7 +269,7 @@ export class Qcow2Reader {
         const off = rc.blockOffset(ti);
         if (off === 0) continue;
         const block = await rc.blocks.get(off);
-        for (let i = 0; i < per && ti * per + i < end && used < threshold; i++) if (getRefcountEntry(block, i, h.refcountOrder) !== 0) used++;
+        used += countUsed(block, h.refcountOrder, Math.min(per, end - ti * per), threshold - used);
       }
       return used >= threshold;
     })().catch(() => false).then((v) => {
@@ -340,4 +337,25 @@ function statusFlags(code: number, plain: boolean, preallocated: boolean): numbe
     case RUN_TYPE['normal']: return RUN_ALLOCATED | RUN_DATA | (plain ? RUN_HOST : 0) | (preallocated ? 0 : RUN_NO_ASK_HOST);
     default: return RUN_ALLOCATED | RUN_DATA | RUN_COMPRESSED;
   }
+}
+
+/**
+ * How many of the first `n` refcounts of `block` are not zero, counting no further than `limit`.
+ * Refcounts of 8 bits and more are not zero when one of their bytes is not: a byte loop, which
+ * the baseline compiler runs fast enough (this runs once per image, mostly before any optimizing).
+ */
+function countUsed(block: Uint8Array, order: number, n: number, limit: number): number {
+  let used = 0;
+  if (order < 3) {
+    for (let i = 0; i < n && used < limit; i++) if (getRefcountEntry(block, i, order) !== 0) used++;
+    return used;
+  }
+  const width = 1 << (order - 3);
+  const end = n * width;
+  for (let j = 0; j < end && used < limit; j += width) {
+    let any = 0;
+    for (let k = 0; k < width; k++) any |= block[j + k]!;
+    if (any !== 0) used++;
+  }
+  return used;
 }
