@@ -4,7 +4,8 @@
  * continue across L2 table boundaries (data contiguous in the file, zero and unallocated runs),
  * three-deep chains with short and raw backing files (depth; raw answers one run at a time),
  * zero, compressed and external-data-file clusters side by side, extended L2 subclusters, and
- * windows that start and end in the middle of runs and clusters. Output, messages and exit status
+ * windows that start and end in the middle of runs and clusters, offsets past 1e9, 2^32 and
+ * 1e12, and a chain 19 images deep. Output, messages and exit status
  * equal qemu-img's, in both formats.
  */
 import { test } from 'node:test';
@@ -47,7 +48,19 @@ make('sub.qcow2', 'qcow2', '32M', [
   'write -P 1 2k 2k', 'write -z 6k 4k', 'write -P 2 1M 100k', 'write -z 4M 2k', 'write -P 3 12M 9M', 'write -c 24M 64k',
 ], ['-o', 'cluster_size=64k,extended_l2=on']);
 
-const IMAGES = ['tables.qcow2', 'zdata.qcow2', 'upper.qcow2', 'over.qcow2', 'df.qcow2', 'sub.qcow2'];
+// guest and host offsets past 1e9, 2^32 and 1e12 (the entries' numbers are encoded in pieces)
+make('huge.qcow2', 'qcow2', '8T', [
+  'write -P 1 999999488 1M', 'write -P 2 4294963200 8k', 'write -z 1099511627776 64k', 'write -P 3 999999995904 128k',
+  'write -P 4 8796091973632 1M',
+]);
+make('hostfar.qcow2', 'qcow2', '2G', [], ['-o', 'cluster_size=2M,preallocation=falloc']);
+// a chain deeper than the ready-made JSON parts go (depth 16 and more)
+for (let i = 0; i <= 18; i++) {
+  make(`deep${i}.qcow2`, 'qcow2', `${8 + i}M`, [`write -P ${i + 1} ${i * 256}k 64k`],
+    i === 0 ? [] : ['-b', `deep${i - 1}.qcow2`, '-F', 'qcow2']);
+}
+
+const IMAGES = ['tables.qcow2', 'zdata.qcow2', 'upper.qcow2', 'over.qcow2', 'df.qcow2', 'sub.qcow2', 'huge.qcow2', 'hostfar.qcow2', 'deep18.qcow2'];
 const WINDOWS: string[][] = [
   [],
   ['--start-offset=1536k', '--max-length=12345678'],
