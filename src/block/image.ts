@@ -44,6 +44,8 @@ export interface ImageOpenInfo {
 const ZERO_STATUS_CHUNK = 1 << 30;
 /** Runs asked of a layer at a time by chainStatusRunsSync (a map of a fragmented image: ~100 000 in all). */
 const LAYER_RUNS = 1024;
+/** mayBeInHole for a run in the layer's own file: of these flags, exactly RUN_DATA and RUN_HOST. */
+const IN_HOLE_MASK = RUN_DATA | RUN_ZERO | RUN_COMPRESSED | RUN_NO_ASK_HOST | RUN_HOST;
 
 export class Image {
   private closed = false;
@@ -227,15 +229,18 @@ export class Image {
     lr.limit = Math.min(lr.capacity, out.limit - out.count);
     const n = this.layer.blockStatusRunsSync(offset, Math.min(length, ZERO_STATUS_CHUNK * 4), lr);
     const end = offset + length;
+    const { lengths, flags, hosts } = lr;
+    // data in this layer's own file may sit in a hole of it: chainStatus asks the file
+    const ownFile = lr.hostFile === undefined;
+    out.files[depth] = lr.hostFile ?? this.meta.fileDisplayName ?? this.filename;
     let pos = offset;
     for (let i = 0; i < n && !out.full; i++) {
-      const len = lr.lengths[i]!;
-      const f = lr.flags[i]!;
+      const len = lengths[i]!;
+      const f = flags[i]!;
       if (!(len > 0) || len > end - pos) throw this.badStatus(len, pos);
       if (f & RUN_ALLOCATED) {
-        if (mayBeInHoleRun(f, lr.hostFile)) break;
-        out.files[depth] = lr.hostFile ?? this.meta.fileDisplayName ?? this.filename;
-        out.push(len, f & (RUN_ALLOCATED | RUN_ZERO | RUN_DATA | RUN_COMPRESSED | RUN_HOST), lr.hosts[i]!, depth);
+        if (ownFile && (f & IN_HOLE_MASK) === (RUN_DATA | RUN_HOST)) break;
+        out.push(len, f & (RUN_ALLOCATED | RUN_ZERO | RUN_DATA | RUN_COMPRESSED | RUN_HOST), hosts[i]!, depth);
         pos += len;
         continue;
       }
@@ -252,8 +257,7 @@ export class Image {
       }
       // unallocatedStatus: nothing defines these bytes (no backing file, or past a short one's end)
       const host = !below && (f & RUN_HOST) !== 0;
-      if (host) out.files[depth] = lr.hostFile ?? this.meta.fileDisplayName ?? this.filename;
-      out.push(rest, (f & RUN_UNKNOWN ? 0 : RUN_ZERO) | (host ? RUN_HOST : 0), lr.hosts[i]!, depth);
+      out.push(rest, (f & RUN_UNKNOWN ? 0 : RUN_ZERO) | (host ? RUN_HOST : 0), hosts[i]!, depth);
       pos += rest;
     }
     return pos - offset;
@@ -384,9 +388,4 @@ function guardProbedRawBlock0(img: Image, buf: Uint8Array, offset: number): void
 /** Data stored in this layer's own file, which the file below may hold as a hole (see refineWithHost). */
 function mayBeInHole(st: LayerStatus): boolean {
   return st.data && !st.zero && !st.compressed && st.askHost !== false && st.hostOffset !== undefined && st.hostFile === undefined;
-}
-
-/** mayBeInHole for a run of a StatusRuns buffer (`hostFile`: the buffer's). */
-function mayBeInHoleRun(f: number, hostFile: string | undefined): boolean {
-  return (f & (RUN_DATA | RUN_ZERO | RUN_COMPRESSED | RUN_NO_ASK_HOST | RUN_HOST)) === (RUN_DATA | RUN_HOST) && hostFile === undefined;
 }

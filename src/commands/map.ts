@@ -67,14 +67,21 @@ function decimalDigits(n: number): number {
   return d;
 }
 
+/** "00".."99" as byte pairs: digits go out two per division. */
+const DIGIT_PAIRS = Uint8Array.from({ length: 200 }, (_, i) => 48 + (i & 1 ? (i >> 1) % 10 : Math.floor((i >> 1) / 10)));
+
 /** `n` < 1e9 as exactly `digits` decimal digits. */
 function putDigits(buf: Uint8Array, at: number, n: number, digits: number): number {
   let t = n | 0;
-  for (let p = at + digits - 1; p >= at; p--) {
-    const q = (t / 10) | 0;
-    buf[p] = 48 + t - q * 10;
+  let p = at + digits;
+  while (p - at >= 2) {
+    const q = (t / 100) | 0;
+    const r = 2 * (t - q * 100);
+    buf[--p] = DIGIT_PAIRS[r + 1]!;
+    buf[--p] = DIGIT_PAIRS[r]!;
     t = q;
   }
+  if (p > at) buf[--p] = 48 + t;
   return at + digits;
 }
 

@@ -200,8 +200,9 @@ export class ClusterMap {
     let pos = e.end;
     if (type !== 'compressed') {
       // the long stretch of like clusters in one integer loop; what it stops at goes entry by entry
+      this.sameRunEnded = false;
       if (!this.geo.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset), words);
-      while (pos < limit) {
+      while (pos < limit && !this.sameRunEnded) {
         this.entryAt(dv, pos, l2off, e);
         if (e.type !== type) break;
         if (host >= 0 && e.host !== host + (pos - offset)) break;
@@ -305,15 +306,26 @@ export class ClusterMap {
       if (hi & 0x40e00000) return pos;
       const hostHi = hi & 0x1fffff;
       const hasHost = hostHi !== 0 || (lo & ~0x1ff) !== 0 || (dataFile && hi < 0);
-      if (hasHost !== wantHost || (zeroFlag && (lo & 1) !== 0) !== wantZero) return pos;
+      if (hasHost && (lo & unaligned) !== 0) return pos;
+      if (hasHost !== wantHost || (zeroFlag && (lo & 1) !== 0) !== wantZero) {
+        // another type, in an entry entryAt would take without complaint: the run ends here
+        this.sameRunEnded = true;
+        return pos;
+      }
       if (hasHost) {
-        if ((lo & unaligned) !== 0 || (hostHi & tooFar) !== 0) return pos;
-        if (((hostHi << (32 - cb)) | (lo >>> cb)) !== hk) return pos;
+        if ((hostHi & tooFar) !== 0) return pos;
+        if (((hostHi << (32 - cb)) | (lo >>> cb)) !== hk) {
+          this.sameRunEnded = true;
+          return pos;
+        }
         hk++;
       }
     }
     return pos;
   }
+
+  /** sameRun stopped at an entry that ends the run for certain (scanRun need not look at it again). */
+  private sameRunEnded = false;
 
   /** One reused record for entryAt: a lookup walks up to a whole table, one entry at a time. */
   private readonly scan: ScannedEntry = { type: 'unallocated', end: 0, host: -1, compressed: undefined };
