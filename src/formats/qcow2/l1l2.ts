@@ -238,10 +238,10 @@ export class ClusterMap {
         pos = runEnd;
         continue;
       }
-      const table = this.l2Cache.peek(l2off) ?? (readTable && this.scratchTable(l2off, readTable));
-      if (!table) break;
-      const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
-      const words = table.byteOffset % 4 === 0 ? new Int32Array(table.buffer, table.byteOffset, table.byteLength >> 2) : undefined;
+      const cached = this.l2Cache.peek(l2off);
+      const t = cached ? tableViews(cached) : readTable && this.scratchTable(l2off, readTable);
+      if (!t) break;
+      const { dv, words } = t;
       const limit = Math.min(end, (l1i + 1) * l2Span);
       while (pos < limit && !out.full) {
         const runEnd = this.scanRun(dv, pos, limit, l2off, words);
@@ -253,16 +253,20 @@ export class ClusterMap {
   }
 
   /** runsSync's one table read outside the cache, and the host offset it was read from. */
-  private scratch: { table: Uint8Array; from: number } | undefined;
+  private scratch: (TableViews & { table: Uint8Array; from: number }) | undefined;
 
-  private scratchTable(l2off: number, readTable: (buf: Uint8Array, offset: number) => void): Uint8Array {
-    const s = this.scratch ??= { table: new Uint8Array(this.l2Cache.tableBytes), from: -1 };
+  private scratchTable(l2off: number, readTable: (buf: Uint8Array, offset: number) => void): TableViews {
+    let s = this.scratch;
+    if (!s) {
+      const table = new Uint8Array(this.l2Cache.tableBytes);
+      s = this.scratch = { table, ...tableViews(table), from: -1 };
+    }
     if (s.from !== l2off) {
       s.from = -1;
       readTable(s.table, l2off);
       s.from = l2off;
     }
-    return s.table;
+    return s;
   }
 
   /**
@@ -376,4 +380,17 @@ export class ClusterMap {
     else if (zero) out.type = hasHost ? 'zero-alloc' : 'zero-plain';
     else out.type = hasHost ? 'unallocated-alloc' : 'unallocated';
   }
+}
+
+/** An L2 table as runsSync reads it: entries by DataView, and as int32 words where aligned (sameRun's zero scan). */
+interface TableViews {
+  dv: DataView;
+  words: Int32Array | undefined;
+}
+
+function tableViews(table: Uint8Array): TableViews {
+  return {
+    dv: new DataView(table.buffer, table.byteOffset, table.byteLength),
+    words: table.byteOffset % 4 === 0 ? new Int32Array(table.buffer, table.byteOffset, table.byteLength >> 2) : undefined,
+  };
 }
