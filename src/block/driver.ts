@@ -11,6 +11,7 @@
  * New methods are added as optional members at the end, and every driver migrates in the same change.
  */
 import type { Preallocation, Protocol } from '../protocols/types.js';
+import type { StatusRuns } from './status-runs.js';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
@@ -191,6 +192,13 @@ export interface FormatLayer {
    * promise chain per run otherwise. May throw what blockStatus would reject with.
    */
   blockStatusSync?(offset: number, length: number): LayerStatus | undefined;
+  /**
+   * Many blockStatusSync answers at once: consecutive runs from `offset` into `out` (from index 0,
+   * at most `out.limit` runs, at most `length` bytes in all; RUN_* flags, out.hostFile set as
+   * LayerStatus.hostFile would be), as far as they need no I/O and no wait. Returns `out.count`;
+   * 0: nothing without I/O, ask blockStatus. May throw what blockStatus would reject with.
+   */
+  blockStatusRunsSync?(offset: number, length: number, out: StatusRuns): number;
 }
 
 /** One persistent dirty bitmap as the image stores it. */

@@ -9,6 +9,9 @@ import { VdiskError } from './errors.js';
 import type { BackingReader, CheckResult, CompressedClusters, FormatLayer, LayerInfo, LayerStatus, RepairMode } from './driver.js';
 import type { Preallocation, Protocol } from '../protocols/types.js';
 import { MAX_REQUEST_BYTES } from './limits.js';
+import {
+  RUN_ALLOCATED, RUN_COMPRESSED, RUN_DATA, RUN_HOST, RUN_NO_ASK_HOST, RUN_UNKNOWN, RUN_ZERO, StatusRuns,
+} from './status-runs.js';
 
 /** Block status through the whole chain, as `map` reports it. */
 export interface ChainStatus {
@@ -39,11 +42,17 @@ export interface ImageOpenInfo {
 }
 
 const ZERO_STATUS_CHUNK = 1 << 30;
+/** Runs asked of a layer at a time by chainStatusRunsSync (a map of a fragmented image: ~100 000 in all). */
+const LAYER_RUNS = 1024;
+/** mayBeInHole for a run in the layer's own file: of these flags, exactly RUN_DATA and RUN_HOST. */
+const IN_HOLE_MASK = RUN_DATA | RUN_ZERO | RUN_COMPRESSED | RUN_NO_ASK_HOST | RUN_HOST;
 
 export class Image {
   private closed = false;
   /** The backing image, once linked by openChain (null: none, or not opened). */
   backing: Image | null = null;
+  /** chainStatusRunsSync's scratch for this layer's runs. */
+  private layerRuns: StatusRuns | undefined;
 
   constructor(
     readonly layer: FormatLayer,
@@ -180,11 +189,13 @@ export class Image {
   }
 
   private checkedStatus(st: LayerStatus, offset: number, length: number): LayerStatus {
-    if (!(st.length > 0) || st.length > length) {
-      throw new VdiskError('corrupt', 'BAD_BLOCK_STATUS', `block status of '${this.filename}' returned length ${st.length}`,
-        { path: this.filename, offset, op: 'block-status' });
-    }
+    if (!(st.length > 0) || st.length > length) throw this.badStatus(st.length, offset);
     return st;
+  }
+
+  private badStatus(length: number, offset: number): VdiskError {
+    return new VdiskError('corrupt', 'BAD_BLOCK_STATUS', `block status of '${this.filename}' returned length ${length}`,
+      { path: this.filename, offset, op: 'block-status' });
   }
 
   /**
@@ -201,6 +212,55 @@ export class Image {
     const below = this.backing;
     if (!below || offset >= below.size) return this.unallocatedStatus(st, depth, below);
     return below.chainStatusSync(offset, Math.min(st.length, below.size - offset), depth + 1, askHost);
+  }
+
+  /**
+   * chainStatusSync for many runs at once: consecutive chain runs from `offset` appended to `out`
+   * (from out.count, until out.limit; RUN_ALLOCATED meaning present, depths and out.files set),
+   * as far as every layer asked answers through blockStatusRunsSync. Returns the bytes covered,
+   * which the appended runs add up to; 0: call chainStatusSync or chainStatus for the next run.
+   * The runs are chainStatus's, cut at every layer's run boundaries. Throws what chainStatus
+   * would reject with.
+   */
+  chainStatusRunsSync(offset: number, length: number, out: StatusRuns, depth = 0): number {
+    if (!this.layer.blockStatusRunsSync || out.full) return 0;
+    this.checkRequest(offset, length, 'block-status', false);
+    const lr = this.layerRuns ??= new StatusRuns(LAYER_RUNS);
+    lr.limit = Math.min(lr.capacity, out.limit - out.count);
+    const n = this.layer.blockStatusRunsSync(offset, Math.min(length, ZERO_STATUS_CHUNK * 4), lr);
+    const end = offset + length;
+    const { lengths, flags, hosts } = lr;
+    // data in this layer's own file may sit in a hole of it: chainStatus asks the file
+    const ownFile = lr.hostFile === undefined;
+    out.files[depth] = lr.hostFile ?? this.meta.fileDisplayName ?? this.filename;
+    let pos = offset;
+    for (let i = 0; i < n && !out.full; i++) {
+      const len = lengths[i]!;
+      const f = flags[i]!;
+      if (!(len > 0) || len > end - pos) throw this.badStatus(len, pos);
+      if (f & RUN_ALLOCATED) {
+        if (ownFile && (f & IN_HOLE_MASK) === (RUN_DATA | RUN_HOST)) break;
+        out.push(len, f & (RUN_ALLOCATED | RUN_ZERO | RUN_DATA | RUN_COMPRESSED | RUN_HOST), hosts[i]!, depth);
+        pos += len;
+        continue;
+      }
+      const below = this.backing;
+      let rest = len;
+      if (below && pos < below.size) {
+        const n2 = Math.min(len, below.size - pos);
+        const got = below.chainStatusRunsSync(pos, n2, out, depth + 1);
+        pos += got;
+        if (got < n2) break;
+        rest = len - n2;
+        if (rest === 0) continue;
+        if (out.full) break;
+      }
+      // unallocatedStatus: nothing defines these bytes (no backing file, or past a short one's end)
+      const host = !below && (f & RUN_HOST) !== 0;
+      out.push(rest, (f & RUN_UNKNOWN ? 0 : RUN_ZERO) | (host ? RUN_HOST : 0), hosts[i]!, depth);
+      pos += rest;
+    }
+    return pos - offset;
   }
 
   private allocatedStatus(st: LayerStatus, depth: number): ChainStatus {

@@ -26,7 +26,12 @@ export class StdoutStream {
   private blocked = false;
   private decoder: TextDecoder | undefined;
 
-  constructor(private readonly cli: Cli) {}
+  /**
+   * `heldBytes`: complete blocks may wait until this many bytes are held, and go out in one write
+   * (a long output costs a write per block otherwise); a caller that uses it calls
+   * `flushBlocks()` before it prints an error, so the order stays stdio's.
+   */
+  constructor(private readonly cli: Cli, private readonly heldBytes = 0) {}
 
   write(s: string): void {
     if (this.cli.isTTY) {
@@ -36,11 +41,42 @@ export class StdoutStream {
     // UTF-8 takes at most 3 bytes per UTF-16 unit
     if (this.pos + 3 * s.length > this.slab.length) this.newSlab(3 * s.length);
     this.pos += this.slab.write(s, this.pos, 'utf8');
+    if (this.pos - this.start > this.heldBytes) this.flushBlocks();
+  }
+
+  /** Write out the complete blocks held (what stdio would have written by now). */
+  flushBlocks(): void {
     const full = this.pos - this.start - ((this.pos - this.start) % STDIO_BLOCK_BYTES);
     if (full > 0) {
       this.emit(this.slab.subarray(this.start, this.start + full));
       this.start += full;
     }
+  }
+
+  /**
+   * For text encoded in place: the slab, with room for `n` more bytes from `at()`; write them
+   * there and call `commit(end)`. UTF-8 only, as write() would encode it.
+   */
+  reserve(n: number): Buffer {
+    if (this.pos + n > this.slab.length) this.newSlab(n);
+    return this.slab;
+  }
+
+  /** Where reserve()'s bytes go. */
+  at(): number {
+    return this.pos;
+  }
+
+  /** The bytes from at() to `end` of the slab reserve() returned are text now (as write() of them). */
+  commit(end: number): void {
+    if (this.cli.isTTY) {
+      // a terminal gets what it is given at once, as write() does
+      this.decoder ??= new TextDecoder('utf-8');
+      this.cli.out(this.decoder.decode(this.slab.subarray(this.pos, end), { stream: true }));
+      return;
+    }
+    this.pos = end;
+    if (this.pos - this.start > this.heldBytes) this.flushBlocks();
   }
 
   /** stdout holds more than it wants: wait for `drain()` before writing much more. */

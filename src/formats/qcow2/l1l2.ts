@@ -12,6 +12,7 @@
  */
 import { VdiskError } from '../../block/errors.js';
 import type { TableCache } from './l2-cache.js';
+import type { StatusRuns } from '../../block/status-runs.js';
 
 export type SubclusterType =
   | 'unallocated' // ask the backing file
@@ -45,6 +46,14 @@ export function geometry(clusterBits: number, extL2: boolean, version: number, h
     subclusterBits, subclusterSize: 2 ** subclusterBits, zeroFlag: version >= 3 && !extL2, hasDataFile,
   };
 }
+
+/** SubclusterType as a small number (ClusterMap.runsSync). */
+export const RUN_TYPE: Readonly<Record<SubclusterType, number>> = {
+  'unallocated': 0, 'unallocated-alloc': 1, 'zero-plain': 2, 'zero-alloc': 3, 'normal': 4, 'compressed': 5,
+};
+
+/** RUN_TYPE's codes back to the types. */
+export const RUN_TYPES: readonly SubclusterType[] = ['unallocated', 'unallocated-alloc', 'zero-plain', 'zero-alloc', 'normal', 'compressed'];
 
 /** One run of guest bytes with the same kind of mapping. */
 export interface Mapping {
@@ -167,26 +176,97 @@ export class ClusterMap {
     const l2off = this.l2Offset(l1i);
     const dv = new DataView(table.buffer, table.byteOffset, table.byteLength);
     const limit = Math.min(offset + max, (l1i + 1) * l2Span);
+    const r = this.run;
+    const end = this.scanRun(dv, offset, limit, l2off);
+    const m: Mapping = { type: r.type, length: end - offset };
+    if (r.host >= 0) m.hostOffset = r.host;
+    if (r.compressed) m.compressed = r.compressed;
+    return m;
+  }
+
+  /** The run scanRun found last: its type, host byte at its start (-1: none), compressed descriptor. */
+  private readonly run: ScannedEntry = { type: 'unallocated', end: 0, host: -1, compressed: undefined };
+
+  /** The end of the run at `offset` in the table `dv` (at `l2off`), at most `limit`; the run's kind into this.run. */
+  private scanRun(dv: DataView, offset: number, limit: number, l2off: number, words?: Int32Array): number {
     const e = this.scan;
     this.entryAt(dv, offset, l2off, e);
     const type = e.type;
     const host = e.host;
-    const compressed = e.compressed;
+    const r = this.run;
+    r.type = type;
+    r.host = host;
+    r.compressed = e.compressed;
     let pos = e.end;
     if (type !== 'compressed') {
       // the long stretch of like clusters in one integer loop; what it stops at goes entry by entry
-      if (!g.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset));
-      while (pos < limit) {
+      this.sameRunEnded = false;
+      if (!this.geo.extL2 && pos < limit) pos = this.sameRun(dv, pos, limit, type, host < 0 ? -1 : host + (pos - offset), words);
+      while (pos < limit && !this.sameRunEnded) {
         this.entryAt(dv, pos, l2off, e);
         if (e.type !== type) break;
         if (host >= 0 && e.host !== host + (pos - offset)) break;
         pos = e.end;
       }
     }
-    const m: Mapping = { type, length: Math.min(pos, limit) - offset };
-    if (host >= 0) m.hostOffset = host;
-    if (compressed) m.compressed = compressed;
-    return m;
+    return Math.min(pos, limit);
+  }
+
+  /**
+   * lookupSync for many runs: consecutive runs from `offset` (at most `max` bytes, until
+   * `out.limit` runs) appended to `out` as RUN_TYPE codes in `flags`, host byte in `hosts` (-1:
+   * none); compressed runs carry no descriptor. An L2 table that is not cached is read with
+   * `readTable` (a blocking read of the image file) into one scratch table, not the cache: a walk
+   * over the whole image visits each table once, and caching them all made a map's memory grow
+   * with the image. Without `readTable` it stops before such a table. Returns the bytes covered.
+   * Only for images nothing writes to (the scratch copy would go stale).
+   */
+  runsSync(offset: number, max: number, out: StatusRuns, readTable?: (buf: Uint8Array, offset: number) => void): number {
+    const g = this.geo;
+    const l2Span = 2 ** (g.l2Bits + g.clusterBits);
+    const end = offset + max;
+    const r = this.run;
+    let pos = offset;
+    while (pos < end && !out.full) {
+      let l1i = Math.floor(pos / l2Span);
+      const l2off = this.l2Offset(l1i);
+      if (l2off === 0) {
+        let runEnd = (l1i + 1) * l2Span;
+        while (runEnd < end && this.l2Offset(++l1i) === 0) runEnd += l2Span;
+        runEnd = Math.min(runEnd, end);
+        out.push(runEnd - pos, RUN_TYPE.unallocated, -1, 0);
+        pos = runEnd;
+        continue;
+      }
+      const cached = this.l2Cache.peek(l2off);
+      const t = cached ? tableViews(cached) : readTable && this.scratchTable(l2off, readTable);
+      if (!t) break;
+      const { dv, words } = t;
+      const limit = Math.min(end, (l1i + 1) * l2Span);
+      while (pos < limit && !out.full) {
+        const runEnd = this.scanRun(dv, pos, limit, l2off, words);
+        out.push(runEnd - pos, RUN_TYPE[r.type], r.host, 0);
+        pos = runEnd;
+      }
+    }
+    return pos - offset;
+  }
+
+  /** runsSync's one table read outside the cache, and the host offset it was read from. */
+  private scratch: (TableViews & { table: Uint8Array; from: number }) | undefined;
+
+  private scratchTable(l2off: number, readTable: (buf: Uint8Array, offset: number) => void): TableViews {
+    let s = this.scratch;
+    if (!s) {
+      const table = new Uint8Array(this.l2Cache.tableBytes);
+      s = this.scratch = { table, ...tableViews(table), from: -1 };
+    }
+    if (s.from !== l2off) {
+      s.from = -1;
+      readTable(s.table, l2off);
+      s.from = l2off;
+    }
+    return s;
   }
 
   /**
@@ -197,7 +277,7 @@ export class ClusterMap {
    * is most of a sparse image's clusters: this is one loop over int32 entries, with no object per
    * cluster and no host offset in a double (both allocate before the optimizing compiler runs).
    */
-  private sameRun(dv: DataView, from: number, limit: number, type: SubclusterType, host: number): number {
+  private sameRun(dv: DataView, from: number, limit: number, type: SubclusterType, host: number, words?: Int32Array): number {
     const g = this.geo;
     const cs = g.clusterSize;
     const cb = g.clusterBits;
@@ -216,21 +296,40 @@ export class ClusterMap {
     const mask = (1 << g.l2Bits) - 1;
     let idx = Math.floor(from / cs) & mask;
     let pos = from;
+    if (words && type === 'unallocated') {
+      // entries that are all zero bits continue an unallocated run, whatever the byte order
+      const stop = 2 * (idx + Math.ceil((limit - pos) / cs));
+      let w = 2 * idx;
+      while (w < stop && (words[w]! | words[w + 1]!) === 0) w += 2;
+      pos += (w / 2 - idx) * cs;
+      idx = w / 2;
+    }
     for (; pos < limit; pos += cs, idx++) {
       const hi = dv.getInt32(idx * 8);
       const lo = dv.getInt32(idx * 8 + 4);
       if (hi & 0x40e00000) return pos;
       const hostHi = hi & 0x1fffff;
       const hasHost = hostHi !== 0 || (lo & ~0x1ff) !== 0 || (dataFile && hi < 0);
-      if (hasHost !== wantHost || (zeroFlag && (lo & 1) !== 0) !== wantZero) return pos;
+      if (hasHost && (lo & unaligned) !== 0) return pos;
+      if (hasHost !== wantHost || (zeroFlag && (lo & 1) !== 0) !== wantZero) {
+        // another type, in an entry entryAt would take without complaint: the run ends here
+        this.sameRunEnded = true;
+        return pos;
+      }
       if (hasHost) {
-        if ((lo & unaligned) !== 0 || (hostHi & tooFar) !== 0) return pos;
-        if (((hostHi << (32 - cb)) | (lo >>> cb)) !== hk) return pos;
+        if ((hostHi & tooFar) !== 0) return pos;
+        if (((hostHi << (32 - cb)) | (lo >>> cb)) !== hk) {
+          this.sameRunEnded = true;
+          return pos;
+        }
         hk++;
       }
     }
     return pos;
   }
+
+  /** sameRun stopped at an entry that ends the run for certain (scanRun need not look at it again). */
+  private sameRunEnded = false;
 
   /** One reused record for entryAt: a lookup walks up to a whole table, one entry at a time. */
   private readonly scan: ScannedEntry = { type: 'unallocated', end: 0, host: -1, compressed: undefined };
@@ -281,4 +380,17 @@ export class ClusterMap {
     else if (zero) out.type = hasHost ? 'zero-alloc' : 'zero-plain';
     else out.type = hasHost ? 'unallocated-alloc' : 'unallocated';
   }
+}
+
+/** An L2 table as runsSync reads it: entries by DataView, and as int32 words where aligned (sameRun's zero scan). */
+interface TableViews {
+  dv: DataView;
+  words: Int32Array | undefined;
+}
+
+function tableViews(table: Uint8Array): TableViews {
+  return {
+    dv: new DataView(table.buffer, table.byteOffset, table.byteLength),
+    words: table.byteOffset % 4 === 0 ? new Int32Array(table.buffer, table.byteOffset, table.byteLength >> 2) : undefined,
+  };
 }

@@ -9,7 +9,10 @@ import {
   AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, CRYPT_AES, CRYPT_LUKS, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
   INCOMPAT_DIRTY, INCOMPAT_EXTL2,
 } from './header.js';
-import { ClusterMap, hx, type Mapping } from './l1l2.js';
+import { ClusterMap, RUN_TYPE, RUN_TYPES, hx, type Mapping } from './l1l2.js';
+import {
+  RUN_ALLOCATED, RUN_COMPRESSED, RUN_DATA, RUN_HOST, RUN_NO_ASK_HOST, RUN_ZERO, type StatusRuns,
+} from '../../block/status-runs.js';
 import { decompressCluster } from './compress.js';
 import { snapshotInfo } from './snapshot.js';
 import { bitmapInfo } from './bitmap.js';
@@ -174,6 +177,48 @@ export class Qcow2Reader {
     return this.statusOf(m, this.preallocatedKnown);
   }
 
+  /** How blockStatusRunsSync reads an L2 table the cache does not hold (null: it cannot, without I/O). */
+  private readTable: ((buf: Uint8Array, at: number) => void) | null | undefined;
+
+  /**
+   * blockStatusSync for many runs at once (FormatLayer.blockStatusRunsSync). Read-only images
+   * only: a writable image's status waits for its queued writes (write.ts), which this cannot.
+   */
+  blockStatusRunsSync(offset: number, length: number, out: StatusRuns): number {
+    this.checkIo();
+    out.count = 0;
+    out.hostFile = this.p.dataFilePath;
+    if (!this.p.readOnly) return 0;
+    const hit = this.cachedRun(offset, length);
+    if (hit) out.push(hit.length, RUN_TYPE[hit.type], hit.hostOffset ?? -1, 0);
+    const from = offset + (hit?.length ?? 0);
+    // tables not cached are read in place where that is a plain blocking read of a host file (not
+    // a filter's, whose rules count reads: those go through blockStatus and the cache, in order)
+    if (this.readTable === undefined) {
+      const proto = this.p.proto;
+      this.readTable = proto.preadSync ? (buf: Uint8Array, at: number): void => proto.preadSync!(buf, at) : null;
+    }
+    if (from < offset + length) this.p.map.runsSync(from, offset + length - from, out, this.readTable ?? undefined);
+    const pre = this.preallocatedKnown;
+    // the first data run decides looksPreallocated, through blockStatus: the runs before it go now
+    const firstData = pre === undefined ? out.flags.subarray(0, out.count).indexOf(RUN_TYPE['normal']) : -1;
+    if (firstData >= 0) out.count = firstData;
+    const n = out.count;
+    if (n === 0) return 0;
+    const { flags, hosts, lengths } = out;
+    // as blockStatusSync leaves it: the per-call path's next query may start inside the last run
+    const last: Mapping = { type: RUN_TYPES[flags[n - 1]!]!, length: lengths[n - 1]! };
+    if (hosts[n - 1]! >= 0) last.hostOffset = hosts[n - 1]!;
+    const plain = !this.p.luks;
+    let end = offset;
+    for (let i = 0; i < n; i++) {
+      end += lengths[i]!;
+      flags[i] = statusFlags(flags[i]!, plain, pre === true);
+    }
+    this.remember(end - last.length, last);
+    return n;
+  }
+
   private statusOf(m: Mapping, preallocated: boolean): LayerStatus {
     const plain = !this.p.luks;
     switch (m.type) {
@@ -224,7 +269,7 @@ export class Qcow2Reader {
         const off = rc.blockOffset(ti);
         if (off === 0) continue;
         const block = await rc.blocks.get(off);
-        for (let i = 0; i < per && ti * per + i < end && used < threshold; i++) if (getRefcountEntry(block, i, h.refcountOrder) !== 0) used++;
+        used += countUsed(block, h.refcountOrder, Math.min(per, end - ti * per), threshold - used);
       }
       return used >= threshold;
     })().catch(() => false).then((v) => {
@@ -277,4 +322,40 @@ export class Qcow2Reader {
   changeBacking(filename: string | null, format: string | null): Promise<void> {
     return changeBacking(this.p, filename, format);
   }
+}
+
+/**
+ * statusOf's answer as RUN_* flags, for a RUN_TYPE code; the host offset stays where runsSync put
+ * it and counts where RUN_HOST is set (plain images: encrypted data has no place to show).
+ */
+function statusFlags(code: number, plain: boolean, preallocated: boolean): number {
+  switch (code) {
+    case RUN_TYPE['unallocated']: return 0;
+    case RUN_TYPE['unallocated-alloc']: return plain ? RUN_HOST : 0;
+    case RUN_TYPE['zero-plain']: return RUN_ALLOCATED | RUN_ZERO;
+    case RUN_TYPE['zero-alloc']: return RUN_ALLOCATED | RUN_ZERO | (plain ? RUN_HOST : 0);
+    case RUN_TYPE['normal']: return RUN_ALLOCATED | RUN_DATA | (plain ? RUN_HOST : 0) | (preallocated ? 0 : RUN_NO_ASK_HOST);
+    default: return RUN_ALLOCATED | RUN_DATA | RUN_COMPRESSED;
+  }
+}
+
+/**
+ * How many of the first `n` refcounts of `block` are not zero, counting no further than `limit`.
+ * Refcounts of 8 bits and more are not zero when one of their bytes is not: a byte loop, which
+ * the baseline compiler runs fast enough (this runs once per image, mostly before any optimizing).
+ */
+function countUsed(block: Uint8Array, order: number, n: number, limit: number): number {
+  let used = 0;
+  if (order < 3) {
+    for (let i = 0; i < n && used < limit; i++) if (getRefcountEntry(block, i, order) !== 0) used++;
+    return used;
+  }
+  const width = 1 << (order - 3);
+  const end = n * width;
+  for (let j = 0; j < end && used < limit; j += width) {
+    let any = 0;
+    for (let k = 0; k < width; k++) any |= block[j + k]!;
+    if (any !== 0) used++;
+  }
+  return used;
 }

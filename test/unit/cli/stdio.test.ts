@@ -1,7 +1,9 @@
 /**
  * StdoutStream writes as C stdio does when stdout is not a terminal: whole 4096-byte blocks as
  * soon as they are complete, the rest at the end; text split inside a UTF-8 sequence still comes
- * out whole when only text output is available; a stream that asks to wait is waited for.
+ * out whole when only text output is available; a stream that asks to wait is waited for. Text
+ * encoded in place (reserve/commit) goes out the same way; with heldBytes, complete blocks wait
+ * and go out together, or at flushBlocks.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,4 +55,45 @@ test('a stream that asks to wait is waited for before more is written', async ()
   await s.drain();
   assert.equal(drained, 1);
   assert.equal(s.mustDrain, false);
+});
+
+test('text encoded in place (reserve, at, commit) goes out as written text would', () => {
+  const writes: Buffer[] = [];
+  const s = new StdoutStream(fakeCli({ outBytes: (b) => { writes.push(Buffer.from(b)); return true; } }));
+  let want = '';
+  for (let i = 0; i < 3000; i++) {
+    const line = `line ${i} ü\n`;
+    if (i % 2) {
+      s.write(line);
+    } else {
+      const buf = s.reserve(3 * line.length);
+      s.commit(s.at() + buf.write(line, s.at(), 'utf8'));
+    }
+    want += line;
+  }
+  for (const w of writes) assert.equal(w.length % 4096, 0);
+  s.end();
+  assert.equal(Buffer.concat(writes).toString(), want);
+});
+
+test('held blocks go out together once more than heldBytes are held, and at flushBlocks', () => {
+  const writes: number[] = [];
+  const s = new StdoutStream(fakeCli({ outBytes: (b) => { writes.push(b.length); return true; } }), 5 * 4096);
+  s.write('z'.repeat(4 * 4096 + 10));
+  assert.deepEqual(writes, []);
+  s.write('z'.repeat(2 * 4096));
+  assert.deepEqual(writes, [6 * 4096]);
+  s.write('z'.repeat(4096));
+  s.flushBlocks();
+  assert.deepEqual(writes, [6 * 4096, 4096]);
+  s.end();
+  assert.deepEqual(writes, [6 * 4096, 4096, 10]);
+});
+
+test('on a terminal, text encoded in place goes out at once', () => {
+  let text = '';
+  const s = new StdoutStream(fakeCli({ isTTY: true, out: (t) => { text += t; } }));
+  const buf = s.reserve(16);
+  s.commit(s.at() + buf.write('naïve\n', s.at(), 'utf8'));
+  assert.equal(text, 'naïve\n');
 });
