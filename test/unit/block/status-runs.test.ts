@@ -11,6 +11,7 @@ import type { Protocol } from '../../../dist/protocols/types.js';
 import {
   RUN_ALLOCATED, RUN_COMPRESSED, RUN_DATA, RUN_HOST, RUN_NO_ASK_HOST, RUN_ZERO, StatusRuns,
 } from '../../../dist/block/status-runs.js';
+import { asChainStatus } from '../../helpers/status-runs.ts';
 
 /** Per 512-byte block at an offset: a byte value (0 reads as zeros, no data), or 'c' compressed data. */
 type Blocks = Map<number, number | 'c'>;
@@ -75,19 +76,6 @@ function blocks(spec: string): Blocks {
     if (c !== '.') m.set(i * 512, c === 'c' ? 'c' : Number(c));
   });
   return m;
-}
-
-function asChainStatus(r: StatusRuns, i: number): ChainStatus {
-  const f = r.flags[i]!;
-  const st: ChainStatus = {
-    length: r.lengths[i]!, present: (f & RUN_ALLOCATED) !== 0, zero: (f & RUN_ZERO) !== 0, data: (f & RUN_DATA) !== 0, depth: r.depths[i]!,
-  };
-  if (f & RUN_HOST) {
-    st.hostOffset = r.hosts[i]!;
-    st.hostFile = r.files[st.depth];
-  }
-  if (f & RUN_COMPRESSED) st.compressed = true;
-  return st;
 }
 
 async function perCall(img: Image, offset: number, end: number): Promise<ChainStatus[]> {

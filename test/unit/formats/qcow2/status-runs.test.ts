@@ -10,8 +10,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { openImage } from '../../../../dist/block/open.js';
 import type { ChainStatus, Image } from '../../../../dist/block/image.js';
-import { RUN_ALLOCATED, RUN_COMPRESSED, RUN_DATA, RUN_HOST, RUN_ZERO, StatusRuns } from '../../../../dist/block/status-runs.js';
+import { StatusRuns } from '../../../../dist/block/status-runs.js';
 import { qemuImg, qemuIo, scratch } from '../../../helpers/oracle.ts';
+import { asChainStatus } from '../../../helpers/status-runs.ts';
 
 const dir = scratch('vdisk-qcow2-runs-');
 
@@ -36,19 +37,6 @@ make('base.qcow2', 'cluster_size=4k', '12M', ['write -P 1 0 3M', 'write -z 5M 1M
 const top = make('top.qcow2', 'cluster_size=4k', '16M', ['write -P 3 1M 8k', 'write -P 4 2044k 8k', 'write -z 9M 4k'],
   ['-b', 'base.qcow2', '-F', 'qcow2']);
 const withData = make('df.qcow2', `cluster_size=4k,data_file=${join(dir, 'df.data')}`, '8M', ['write -P 1 0 1M', 'write -P 2 3M 5M', 'write -z 1M 8k']);
-
-function asChainStatus(r: StatusRuns, i: number): ChainStatus {
-  const f = r.flags[i]!;
-  const st: ChainStatus = {
-    length: r.lengths[i]!, present: (f & RUN_ALLOCATED) !== 0, zero: (f & RUN_ZERO) !== 0, data: (f & RUN_DATA) !== 0, depth: r.depths[i]!,
-  };
-  if (f & RUN_HOST) {
-    st.hostOffset = r.hosts[i]!;
-    st.hostFile = r.files[st.depth];
-  }
-  if (f & RUN_COMPRESSED) st.compressed = true;
-  return st;
-}
 
 /** Runs from `from` to `to` as map walks them: batches, and one chainStatus where a batch covers nothing. */
 async function batchWalk(img: Image, from: number, to: number, capacity: number): Promise<{ runs: ChainStatus[]; perCall: number }> {
