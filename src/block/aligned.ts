@@ -48,3 +48,24 @@ export function alignedBuffers(count: number, size: number): Uint8Array[] {
 export function alignedBuffer(size: number): Uint8Array {
   return alignedBuffers(1, size)[0]!;
 }
+
+/**
+ * `count` page-aligned buffers of `size` bytes, allocated on the first take (a command that
+ * finds nothing to read allocates nothing) and handed out again once given back. The caller
+ * takes at most `count` at once.
+ */
+export class AlignedPool {
+  private free: Uint8Array[] | undefined;
+  constructor(private readonly count: number, private readonly size: number) {}
+
+  take(): Uint8Array {
+    this.free ??= alignedBuffers(this.count, this.size);
+    const b = this.free.pop();
+    if (!b) throw new Error(`AlignedPool: more than ${this.count} buffers taken`);
+    return b;
+  }
+
+  give(b: Uint8Array): void {
+    this.free!.push(b);
+  }
+}

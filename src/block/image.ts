@@ -355,16 +355,20 @@ export class MutableBackingReader implements BackingReader {
     return this.target !== null;
   }
 
-  async read(buf: Uint8Array, offset: number): Promise<void> {
-    const t = this.target;
-    if (!t || offset >= t.size) {
-      buf.fill(0);
-      return;
-    }
-    const n = Math.min(buf.length, t.size - offset);
-    await t.read(buf.subarray(0, n), offset);
-    if (n < buf.length) buf.fill(0, n);
+  read(buf: Uint8Array, offset: number): Promise<void> {
+    return readClipped(this.target, buf, offset);
   }
+}
+
+/** Read `buf.length` bytes of `img` at `offset`: zeros past its end, and all zeros without an image. */
+export async function readClipped(img: Image | null, buf: Uint8Array, offset: number): Promise<void> {
+  if (!img || offset >= img.size) {
+    buf.fill(0);
+    return;
+  }
+  const n = Math.min(buf.length, img.size - offset);
+  await img.read(buf.subarray(0, n), offset);
+  if (n < buf.length) buf.fill(0, n);
 }
 
 function unsupported(img: Image, op: string): VdiskError {

@@ -17,7 +17,7 @@ import { VdiskError, strerror } from '../block/errors.js';
 import { parseCacheMode, type CacheMode } from '../block/open.js';
 import type { ChainStatus, Image } from '../block/image.js';
 import { InOrder } from '../block/in-order.js';
-import { alignedBuffers } from '../block/aligned.js';
+import { AlignedPool } from '../block/aligned.js';
 
 /**
  * Bytes copied per request, at most (a run the top defines is copied in one request up to this):
@@ -87,7 +87,7 @@ const COMMIT_IN_FLIGHT = 8;
  * the base after it.
  */
 async function commitData(top: Image, base: Image, baseDepth: number, progress: Progress): Promise<void> {
-  let free: Uint8Array[] | undefined;
+  const pool = new AlignedPool(COMMIT_IN_FLIGHT, COMMIT_CHUNK);
   const jobs = new InOrder<number>(COMMIT_IN_FLIGHT, (end) => progress.update(end, top.size));
   // the reads overlap; the writes go in planned order (the base's layout is the serial copy's),
   // and none starts once one before it failed
@@ -115,10 +115,9 @@ async function commitData(top: Image, base: Image, baseDepth: number, progress: 
         run = inTurn(prev, () => base.writeZeroes(at, len, true))();
       } else {
         n = Math.min(n, COMMIT_CHUNK);
-        free ??= alignedBuffers(COMMIT_IN_FLIGHT, COMMIT_CHUNK);
-        const whole = free.pop()!;
+        const whole = pool.take();
         const buf = whole.subarray(0, n);
-        run = top.read(buf, at).then(inTurn(prev, () => base.write(buf, at))).finally(() => free!.push(whole));
+        run = top.read(buf, at).then(inTurn(prev, () => base.write(buf, at))).finally(() => pool.give(whole));
       }
     }
     const mine = run;

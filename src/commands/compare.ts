@@ -15,7 +15,7 @@ import type { ChainStatus, Image } from '../block/image.js';
 import { VdiskError, strerror } from '../block/errors.js';
 import { firstDifference, firstNonZero } from '../block/bytes.js';
 import { InOrder } from '../block/in-order.js';
-import { alignedBuffers } from '../block/aligned.js';
+import { AlignedPool } from '../block/aligned.js';
 
 export const EXIT_IDENTICAL = 0;
 export const EXIT_DIFFERENT = 1;
@@ -67,24 +67,11 @@ function flags(st: ChainStatus, offset: number, size: number): string {
   return [st.data, st.zero, st.present, st.hostOffset !== undefined, offset + st.length >= size].map(Number).join('');
 }
 
-/** Chunk buffers, page-aligned (see aligned.ts) and reused: a pair per chunk in flight at most. */
-class Buffers {
-  private free: Uint8Array[] | undefined;
-  constructor(private readonly size: number) {}
-  take(): Uint8Array {
-    this.free ??= alignedBuffers(2 * COMPARE_IN_FLIGHT, this.size);
-    return this.free.pop()!;
-  }
-  give(b: Uint8Array): void {
-    this.free!.push(b);
-  }
-}
-
 /**
  * One chunk of both images: each side that is not known to be zero is read (both at once); a
  * failed read of the first image is reported before one of the second, as qemu reads them in turn.
  */
-async function compareChunk(i1: Image, z1: boolean, i2: Image, z2: boolean, off: number, n: number, pool: Buffers): Promise<void> {
+async function compareChunk(i1: Image, z1: boolean, i2: Image, z2: boolean, off: number, n: number, pool: AlignedPool): Promise<void> {
   const b1 = z1 ? undefined : pool.take();
   const b2 = z2 ? undefined : pool.take();
   try {
@@ -102,7 +89,7 @@ async function compareChunk(i1: Image, z1: boolean, i2: Image, z2: boolean, off:
 }
 
 async function compareRange(i1: Image, i2: Image, strict: boolean, end: number, progress: Progress, total: number): Promise<void> {
-  const pool = new Buffers(Math.min(COMPARE_CHUNK, end));
+  const pool = new AlignedPool(2 * COMPARE_IN_FLIGHT, Math.min(COMPARE_CHUNK, end)); // a pair per chunk in flight
   const jobs = new InOrder<number>(COMPARE_IN_FLIGHT, (at) => progress.update(at, total));
   for (let off = 0; off < end;) {
     let s1: ChainStatus;
@@ -136,7 +123,7 @@ async function compareRange(i1: Image, i2: Image, strict: boolean, end: number, 
 
 /** The part of the larger image past the smaller one must read as zeros. */
 async function checkTail(big: Image, from: number, progress: Progress, total: number): Promise<void> {
-  const pool = new Buffers(Math.min(COMPARE_CHUNK, big.size - from));
+  const pool = new AlignedPool(2 * COMPARE_IN_FLIGHT, Math.min(COMPARE_CHUNK, big.size - from));
   const jobs = new InOrder<number>(COMPARE_IN_FLIGHT, (at) => progress.update(at, total));
   for (let off = from; off < big.size;) {
     let st: ChainStatus;

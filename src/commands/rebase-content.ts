@@ -8,9 +8,9 @@
  * comparison; the differing clusters are written as qemu-img leaves them (the old bytes, as data;
  * zeros past the end of the old backing file, as zero clusters), one request per run.
  */
-import type { Image } from '../block/image.js';
+import { readClipped, type Image } from '../block/image.js';
 import { InOrder } from '../block/in-order.js';
-import { alignedBuffers } from '../block/aligned.js';
+import { AlignedPool } from '../block/aligned.js';
 import { isAllZero } from '../block/bytes.js';
 
 /** Bytes examined per range at most: bounds memory whatever the image size. */
@@ -26,29 +26,6 @@ async function zeroRun(img: Image | null, off: number, max: number): Promise<{ z
   return { zero: st.zero, length: st.length };
 }
 
-/** Reads `buf.length` bytes of `img` at `off`, zeros past its end or without an image. */
-async function readClipped(img: Image | null, buf: Uint8Array, off: number): Promise<void> {
-  if (!img || off >= img.size) {
-    buf.fill(0);
-    return;
-  }
-  const n = Math.min(buf.length, img.size - off);
-  await img.read(buf.subarray(0, n), off);
-  if (n < buf.length) buf.fill(0, n);
-}
-
-class Buffers {
-  private free: Uint8Array[] | undefined;
-  constructor(private readonly size: number) {}
-  take(): Uint8Array {
-    this.free ??= alignedBuffers(2 * REBASE_IN_FLIGHT, this.size);
-    return this.free.pop()!;
-  }
-  give(b: Uint8Array): void {
-    this.free!.push(b);
-  }
-}
-
 interface Range {
   off: number;
   length: number;
@@ -61,7 +38,7 @@ interface Range {
 export async function preserveContent(top: Image, next: Image | null): Promise<void> {
   const cs = top.layer.granularity ?? DEFAULT_CLUSTER;
   const step = Math.max(cs, Math.floor(REBASE_CHUNK / cs) * cs);
-  const pool = new Buffers(Math.min(step, Math.ceil(top.size / cs) * cs));
+  const pool = new AlignedPool(2 * REBASE_IN_FLIGHT, Math.min(step, Math.ceil(top.size / cs) * cs)); // a pair per range in flight
   const jobs = new InOrder<void>(REBASE_IN_FLIGHT);
   // writes go in range order (the image's layout is the serial loop's), after the reads overlapped
   let turn: Promise<void> = Promise.resolve();
@@ -125,7 +102,7 @@ async function planRange(top: Image, next: Image | null, start: number, end: num
  * One range: both sides read (or known zero) and compared; the differences are written once the
  * range before has written its own (`turn`), and not at all when one before failed.
  */
-async function preserveRange(top: Image, next: Image | null, r: Range, cs: number, pool: Buffers, turn: Promise<void>, failed: () => boolean): Promise<void> {
+async function preserveRange(top: Image, next: Image | null, r: Range, cs: number, pool: AlignedPool, turn: Promise<void>, failed: () => boolean): Promise<void> {
   const old = top.backing;
   const a = pool.take();
   const b = pool.take();

@@ -88,41 +88,35 @@ export class FileProtocol implements Protocol {
     return this.fdNum;
   }
 
-  /** Start a call on the descriptor (which throws once it is closed); `settle()` when it is done. */
-  private begin(syscall: string): number {
+  /**
+   * Run calls on the descriptor, counted in flight so close() waits for them (a closed one rejects
+   * with EBADF naming `syscall`, as a FileHandle's did).
+   */
+  private async onFd<T>(syscall: string, run: (fd: number) => Promise<T>): Promise<T> {
     if (this.closed) throw closedError(syscall);
     this.inFlight++;
-    return this.fdNum;
-  }
-
-  private settle(): void {
-    if (--this.inFlight === 0) this.idle?.();
+    try {
+      return await run(this.fdNum);
+    } finally {
+      if (--this.inFlight === 0) this.idle?.();
+    }
   }
 
   async pread(buf: Uint8Array, offset: number): Promise<void> {
-    let fd: number;
+    let done = 0;
     try {
-      fd = this.begin('read');
+      await this.onFd('read', async (fd) => {
+        while (done < buf.length) {
+          const n = await readFd(fd, buf, done, buf.length - done, offset + done);
+          if (n === 0) {
+            buf.fill(0, done);
+            return;
+          }
+          done += n;
+        }
+      });
     } catch (e) {
-      throw this.readFailed(e, offset);
-    }
-    try {
-      let done = 0;
-      while (done < buf.length) {
-        let n: number;
-        try {
-          n = await readFd(fd, buf, done, buf.length - done, offset + done);
-        } catch (e) {
-          throw this.readFailed(e, offset + done);
-        }
-        if (n === 0) {
-          buf.fill(0, done);
-          return;
-        }
-        done += n;
-      }
-    } finally {
-      this.settle();
+      throw this.readFailed(e, offset + done);
     }
   }
 
@@ -150,23 +144,13 @@ export class FileProtocol implements Protocol {
 
   async pwrite(buf: Uint8Array, offset: number): Promise<void> {
     if (this.readOnly) throw readOnlyError(this.filename);
-    let fd: number;
+    let done = 0;
     try {
-      fd = this.begin('write');
+      await this.onFd('write', async (fd) => {
+        while (done < buf.length) done += await writeFd(fd, buf, done, buf.length - done, offset + done);
+      });
     } catch (e) {
-      throw this.writeFailed(e, offset);
-    }
-    try {
-      let done = 0;
-      while (done < buf.length) {
-        try {
-          done += await writeFd(fd, buf, done, buf.length - done, offset + done);
-        } catch (e) {
-          throw this.writeFailed(e, offset + done);
-        }
-      }
-    } finally {
-      this.settle();
+      throw this.writeFailed(e, offset + done);
     }
   }
 
@@ -175,13 +159,8 @@ export class FileProtocol implements Protocol {
   }
 
   /** fstat of the descriptor (a closed one rejects with EBADF, as a FileHandle's did). */
-  private async fstat(): Promise<Stats> {
-    const fd = this.begin('fstat');
-    try {
-      return await fstatFd(fd);
-    } finally {
-      this.settle();
-    }
+  private fstat(): Promise<Stats> {
+    return this.onFd('fstat', fstatFd);
   }
 
   async size(): Promise<number> {
@@ -194,12 +173,7 @@ export class FileProtocol implements Protocol {
     if (this.readOnly) throw readOnlyError(this.filename);
     const old = await this.size();
     try {
-      const fd = this.begin('ftruncate');
-      try {
-        await ftruncateFd(fd, size);
-      } finally {
-        this.settle();
-      }
+      await this.onFd('ftruncate', (fd) => ftruncateFd(fd, size));
     } catch (e) {
       throw fromSystemError(e, `Could not resize file`, { path: this.filename, op: 'truncate' });
     }
@@ -217,12 +191,7 @@ export class FileProtocol implements Protocol {
   async flush(): Promise<void> {
     if (this.readOnly || this.noFlush) return;
     try {
-      const fd = this.begin('fdatasync');
-      try {
-        await fdatasyncFd(fd);
-      } finally {
-        this.settle();
-      }
+      await this.onFd('fdatasync', fdatasyncFd);
     } catch (e) {
       throw fromSystemError(e, 'Failed to flush', { path: this.filename, op: 'flush' });
     }
