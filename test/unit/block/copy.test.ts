@@ -70,3 +70,60 @@ test('two sources are concatenated into one target', async () => {
   assert.equal(out[0], 5);
   assert.equal(out[(2 << 20) - 1], 6);
 });
+
+/** A fully written 16 MiB raw source and a fresh raw target whose writes `hook` wraps. */
+async function hookedCopy(dir: string, hook: (orig: (b: Uint8Array, o: number) => Promise<void>, buf: Uint8Array, off: number) => Promise<void>): Promise<void> {
+  writeFileSync(join(dir, 'full.raw'), Buffer.alloc(16 << 20, 7));
+  const dst = join(dir, `hooked-${Math.random().toString(36).slice(2)}.raw`);
+  await createImage({ format: 'raw', filename: dst, size: 16 << 20 });
+  const src = await openImage(join(dir, 'full.raw'), { format: 'raw' });
+  const tgt = await openImage(dst, { format: 'raw', readOnly: false });
+  const orig = tgt.write.bind(tgt);
+  tgt.write = (buf: Uint8Array, off: number) => hook(orig, buf, off);
+  try {
+    await copyImage([{ image: src, targetOffset: 0 }], { target: tgt, targetIsZero: true, sparseSize: 4096, inFlight: 8, outOfOrder: false });
+  } finally {
+    await tgt.close();
+    await src.close();
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test('in-order writes are issued in guest order, each without waiting for the previous one to complete', async () => {
+  const issued: number[] = [];
+  let running = 0;
+  let most = 0;
+  await hookedCopy(scratch(), async (orig, buf, off) => {
+    issued.push(off);
+    most = Math.max(most, ++running);
+    try {
+      await sleep(20); // a slow disk: the next request's write arrives meanwhile
+      await orig(buf, off);
+    } finally {
+      running--;
+    }
+  });
+  assert.deepEqual(issued, [...issued].sort((a, b) => a - b), 'issued in offset order');
+  assert.equal(issued.length, 8);
+  assert.ok(most > 1, `writes overlapped (at most ${most} at once)`);
+});
+
+test('when several in-flight writes fail, the earliest request\'s error is the one reported, after all have settled', async () => {
+  let running = 0;
+  await assert.rejects(hookedCopy(scratch(), async (orig, buf, off) => {
+    running++;
+    try {
+      // the first request fails last, the second first: a serial copy would report the first
+      if (off === 0) { await sleep(40); throw new Error('write at 0 failed'); }
+      if (off === 2 << 20) throw new Error('write at 2 MiB failed');
+      await orig(buf, off);
+    } finally {
+      running--;
+    }
+  }), (e: Error) => {
+    assert.equal(e.message, 'write at 0 failed');
+    assert.equal(running, 0, 'no write still running when the copy fails');
+    return true;
+  });
+});
