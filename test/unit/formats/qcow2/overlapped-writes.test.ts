@@ -122,3 +122,31 @@ test('the table cache never evicts a pinned table, going over its capacity inste
   assert.equal(cache.peek(0) === pinned, false, 'unpinned, it is evicted like any other');
   assert.ok(writes.includes(0), 'and written back as it leaves');
 });
+
+test('a data write that fails in flight rejects the write and leaves its clusters leaked, never referenced (qemu-img check -r leaks repairs it)', async () => {
+  const img = join(dir, 'failed.qcow2');
+  assert.equal(qemuImg(['create', '-q', '-f', 'qcow2', img, '64M']).code, 0);
+  const image = await openImage(img, { format: 'qcow2', readOnly: false });
+  const proto = FileProtocol.prototype as unknown as Record<string, (this: FileProtocol, ...a: unknown[]) => Promise<unknown>>;
+  const orig = proto['pwrite']!;
+  proto['pwrite'] = async function (this: FileProtocol, ...a: unknown[]) {
+    if ((a[0] as Uint8Array).length >= 4 * MiB) throw new Error('injected data write failure');
+    return orig.apply(this, a);
+  };
+  try {
+    const ok = image.write(fill(64 * 1024, 0x11), 32 * MiB);
+    await assert.rejects(image.write(fill(4 * MiB, 0x22), 0), /injected data write failure/);
+    await ok;
+  } finally {
+    proto['pwrite'] = orig;
+  }
+  // a cluster allocated after the failed run puts the run inside the file, where check sees it
+  await image.write(fill(64 * 1024, 0x33), 40 * MiB);
+  await image.close();
+  const check = qemuImg(['check', '-f', 'qcow2', img]);
+  assert.equal(check.code, 3, check.stdout + check.stderr);
+  assert.match(check.stdout, /^64 leaked clusters were found on the image\.$/m);
+  assert.doesNotMatch(check.stdout + check.stderr, /ERROR/);
+  assert.equal(qemuImg(['check', '-q', '-r', 'leaks', '-f', 'qcow2', img]).code, 0);
+  assertReads(img, [[0, 4 * MiB, 0], [32 * MiB, 64 * 1024, 0x11], [40 * MiB, 64 * 1024, 0x33]]);
+});
